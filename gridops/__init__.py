@@ -1,0 +1,53 @@
+"""gridops: geospatial grid management for local governments."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from gridops.config import PROJECT_ROOT, load_config
+
+__all__ = ["create_app"]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """The application factory. ``config`` overrides the ``GRIDOPS_*`` environment."""
+    settings = load_config(config)
+    app = Flask(
+        __name__,
+        static_folder=str(PROJECT_ROOT / "static"),
+        template_folder=str(PROJECT_ROOT / "templates"),
+    )
+    app.config.update(settings)
+    app.config["TESTING"] = settings["ENV"] == "testing" or bool(settings.get("TESTING"))
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    logging.basicConfig(level=settings["LOG_LEVEL"])
+
+    from gridops import db, errors
+    from gridops.cli import register_commands
+    from gridops.health import bp as health_bp
+    from gridops.web import i18n
+    from gridops.web.views import bp as web_bp
+
+    db.init_app(app)
+    errors.register_error_handlers(app)
+    i18n.init_app(app)
+    app.register_blueprint(health_bp)
+    app.register_blueprint(web_bp)
+    register_commands(app.cli)
+
+    @app.before_request
+    def _request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if 0 < len(incoming) <= 64 else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    return app

@@ -1,0 +1,94 @@
+"""Configuration from ``GRIDOPS_*`` environment variables, with working defaults.
+
+Precedence: built-in defaults < environment < the mapping passed to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(RuntimeError):
+    """The configuration is missing or malformed; the message names the variable."""
+
+
+def var_dir() -> Path:
+    return Path(os.environ.get("GRIDOPS_VAR_DIR") or PROJECT_ROOT / "var").absolute()
+
+
+def _as_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"GRIDOPS_{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _as_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"GRIDOPS_{name} must be an integer, got {raw!r}") from None
+
+
+# name -> (default, parser). DATABASE_URL's default is resolved lazily from the local cluster.
+SETTINGS: dict[str, tuple[Any, Any]] = {
+    "ENV": ("development", str),
+    "DATABASE_URL": (None, str),
+    "SECRET_KEY": (None, str),
+    "DB_POOL_SIZE": (5, _as_int),
+    "DB_POOL_TIMEOUT": (10, _as_int),
+    "DB_STATEMENT_TIMEOUT_MS": (30_000, _as_int),
+    "LOG_LEVEL": ("INFO", str),
+    "DEFAULT_LANGUAGE": ("zh", str),
+}
+
+
+def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve the settings; raises ConfigError naming the variable that is wrong."""
+    config: dict[str, Any] = {}
+    for name, (default, parse) in SETTINGS.items():
+        raw = os.environ.get(f"GRIDOPS_{name}")
+        if raw is None or raw == "":
+            config[name] = default
+        elif parse in (_as_int, _as_bool):
+            config[name] = parse(name, raw)
+        else:
+            config[name] = raw
+    if overrides:
+        config.update(overrides)
+    if config["ENV"] not in {"development", "production", "testing"}:
+        raise ConfigError(
+            f"GRIDOPS_ENV must be development, production or testing, got {config['ENV']!r}"
+        )
+    if config["DEFAULT_LANGUAGE"] not in {"zh", "en"}:
+        raise ConfigError("GRIDOPS_DEFAULT_LANGUAGE must be zh or en")
+    if not config["SECRET_KEY"]:
+        if config["ENV"] == "production":
+            raise ConfigError("GRIDOPS_SECRET_KEY must be set in production")
+        # Development only: a per-process key; sessions do not survive a restart.
+        config["SECRET_KEY"] = secrets.token_hex(32)
+    return config
+
+
+def database_url(config: Mapping[str, Any]) -> str:
+    """The configured URL, else the embedded cluster's (``gridops db start`` makes it)."""
+    url = config.get("DATABASE_URL")
+    if url:
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            # Plain libpq URLs (as docker-compose and most hosts give) use psycopg 3.
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return str(url)
+    from gridops.localdb import LocalCluster, LocalDBError, default_base
+
+    try:
+        return LocalCluster(default_base()).url()
+    except LocalDBError as exc:
+        raise ConfigError(str(exc)) from exc

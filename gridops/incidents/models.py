@@ -1,0 +1,31 @@
+"""The category catalogue: GB/T 30428 components (部件) and events (事件), kept as data."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Integer, SmallInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gridops.db import Base
+
+
+class Category(Base):
+    """A major class (minor_code NULL) or a minor class of components or events.
+
+    ``code`` is the kind letter plus major and minor digits: ``E05`` (street order),
+    ``E0502``; ``C01``, ``C0101``. ``standard_ref`` names the edition it comes from so a later
+    edition can live beside it.
+    """
+
+    __tablename__ = "category"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    standard_ref: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(10))  # component | event
+    code: Mapped[str] = mapped_column(String(10))
+    major_code: Mapped[str] = mapped_column(String(2))
+    minor_code: Mapped[str | None] = mapped_column(String(2))
+    name_zh: Mapped[str] = mapped_column(String(100))
+    name_en: Mapped[str] = mapped_column(String(200))
+    urgency: Mapped[int] = mapped_column(SmallInteger, default=2)
+    time_limit_hours: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)

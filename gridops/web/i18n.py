@@ -1,0 +1,51 @@
+"""Interface language: Simplified Chinese first, English on request.
+
+The language comes from ``?lang=`` (remembered in a cookie), else the cookie, else the
+configured default; the browser's Accept-Language is not used because shared tablets in
+Foshan are often set to English while their users read Chinese.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, g, request
+
+LANGUAGES = ("zh", "en")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "app.title": {"zh": "网格通 gridops", "en": "gridops"},
+    "app.tagline": {
+        "zh": "基层网格化管理平台：网格、事件、派遣与热点分析",
+        "en": "Grid management for local government: grids, incidents, dispatch and hotspots",
+    },
+    "nav.health": {"zh": "系统状态", "en": "System status"},
+    "nav.language": {"zh": "English", "en": "中文"},
+    "map.caption": {"zh": "佛山市网格地图", "en": "Foshan grid map"},
+}
+
+
+def pick_language() -> str:
+    asked = request.args.get("lang")
+    if asked in LANGUAGES:
+        return asked
+    remembered = request.cookies.get("lang")
+    if remembered in LANGUAGES:
+        return remembered
+    return str(current_app.config["DEFAULT_LANGUAGE"])
+
+
+def translate(key: str) -> str:
+    return MESSAGES[key][g.get("lang", "zh")]
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _set_language() -> None:
+        g.lang = pick_language()
+
+    @app.after_request
+    def _remember_language(response: Response) -> Response:
+        if request.args.get("lang") in LANGUAGES:
+            response.set_cookie("lang", request.args["lang"], max_age=365 * 86400, samesite="Lax")
+        return response
+
+    app.jinja_env.globals["_"] = translate

@@ -1,0 +1,188 @@
+"""Fixtures in the Warehouse shape: one throwaway PostGIS cluster per run, migrations applied
+once, every test inside a transaction that is rolled back (its commits become savepoints).
+
+Set GRIDOPS_TEST_DATABASE_URL to run against an existing PostGIS instead of a private cluster.
+A skipped test fails the run: a missing database or browser must never pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, make_url, pool, text
+from werkzeug.serving import make_server
+
+from gridops import create_app, migrate
+from gridops.db import get_database
+from gridops.localdb import LocalCluster
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# -- a skipped test is a failed run -------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and session.exitstatus == 0:
+        reporter.write_line(f"FAILED: {len(skipped)} test(s) skipped; skips are not allowed.")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- the database ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster | None]:
+    """The run's private cluster (None when GRIDOPS_TEST_DATABASE_URL names a server)."""
+    if os.environ.get("GRIDOPS_TEST_DATABASE_URL"):
+        yield None
+        return
+    base = Path(tempfile.mkdtemp(prefix="gridops-test-"))
+    local = LocalCluster(base, mode="test", dbname="gridops_test")
+    try:
+        local.start()
+        yield local
+    finally:
+        local.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(cluster: LocalCluster | None) -> str:
+    url = os.environ.get("GRIDOPS_TEST_DATABASE_URL") or cluster.url()  # type: ignore[union-attr]
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = create_engine(database_url, pool_pre_ping=True)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that is rolled back after the test."""
+    conn = engine.connect()
+    outer = conn.begin()
+    try:
+        yield conn
+    finally:
+        outer.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def scratch_database(database_url: str) -> Iterator[str]:
+    """A new, empty PostGIS database on the same server, dropped afterwards."""
+    name = f"gridops_scratch_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(database_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    scratch = create_engine(url, poolclass=pool.NullPool)
+    with scratch.begin() as conn:
+        conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+    scratch.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# -- the app (flaskr's app/client/runner) --------------------------------------------------
+
+
+def app_config(database_url: str, **extra: object) -> dict[str, object]:
+    return {"ENV": "testing", "DATABASE_URL": database_url, "SECRET_KEY": "test", **extra}
+
+
+@pytest.fixture
+def app(database_url: str, connection: Connection):
+    application = create_app(app_config(database_url))
+    get_database(application).bind_to(connection)
+    yield application
+    get_database(application).dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+# -- the browser -------------------------------------------------------------------------
+
+
+def chromium_path() -> str:
+    for candidate in (os.environ.get("GRIDOPS_CHROMIUM"), "/usr/bin/chromium"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        raise RuntimeError("Chromium is not installed: run `make test` (it installs it).")
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(database_url: str) -> Iterator[str]:
+    """The app on a free loopback port, against the committed (not rolled back) database."""
+    application = create_app(app_config(database_url))
+    server = make_server("127.0.0.1", 0, application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    get_database(application).dispose()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page that records page errors and failed or 4xx/5xx requests."""
+    context = browser.new_context(locale="zh-CN")
+    tab = context.new_page()
+    tab.problems = []  # type: ignore[attr-defined]
+    tab.on("pageerror", lambda exc: tab.problems.append(f"page error: {exc}"))
+    tab.on(
+        "requestfailed", lambda req: tab.problems.append(f"failed: {req.url} {req.failure}")
+    )
+    tab.on(
+        "response",
+        lambda resp: resp.status >= 400 and tab.problems.append(f"{resp.status}: {resp.url}"),
+    )
+    yield tab
+    context.close()
