@@ -90,7 +90,9 @@ def db_status(base: str | None, as_json: bool) -> None:
         click.echo(f"no cluster in {info['base']} (run `gridops db start`)")
     else:
         state = "running" if info["running"] else "stopped"
-        click.echo(f"{state}: 127.0.0.1:{info['port']} database {info['database']} ({info['base']})")
+        click.echo(
+            f"{state}: 127.0.0.1:{info['port']} database {info['database']} ({info['base']})"
+        )
     if not info["running"]:
         sys.exit(3)
 

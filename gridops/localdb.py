@@ -98,6 +98,8 @@ def free_port() -> int:
 
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As PostgreSQL does, so that connections lingering in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -163,8 +165,7 @@ class LocalCluster:
         if check and proc.returncode != 0:
             raise LocalDBError(
                 f"`{' '.join(argv[:2])}` failed ({proc.returncode}): "
-                f"{(proc.stderr or proc.stdout).strip()}"
-                + self._log_tail()
+                f"{(proc.stderr or proc.stdout).strip()}" + self._log_tail()
             )
         return proc
 
@@ -327,7 +328,9 @@ class LocalCluster:
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'"
             ).fetchone()
             if available is None:
-                raise MissingBinaryError("PostGIS is not installed for this PostgreSQL. " + INSTALL_HINT)
+                raise MissingBinaryError(
+                    "PostGIS is not installed for this PostgreSQL. " + INSTALL_HINT
+                )
             conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
 
     def drop_database(self, dbname: str) -> None:

@@ -177,9 +177,7 @@ def page(browser):
     tab = context.new_page()
     tab.problems = []  # type: ignore[attr-defined]
     tab.on("pageerror", lambda exc: tab.problems.append(f"page error: {exc}"))
-    tab.on(
-        "requestfailed", lambda req: tab.problems.append(f"failed: {req.url} {req.failure}")
-    )
+    tab.on("requestfailed", lambda req: tab.problems.append(f"failed: {req.url} {req.failure}"))
     tab.on(
         "response",
         lambda resp: resp.status >= 400 and tab.problems.append(f"{resp.status}: {resp.url}"),

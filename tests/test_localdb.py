@@ -26,10 +26,15 @@ def own_cluster():
 def _query(cluster: LocalCluster, sql: str):
     state = cluster.state()
     with psycopg.connect(
-        host="127.0.0.1", port=state.port, user=state.user, password=state.password,
-        dbname=state.dbname, autocommit=True,
+        host="127.0.0.1",
+        port=state.port,
+        user=state.user,
+        password=state.password,
+        dbname=state.dbname,
+        autocommit=True,
     ) as conn:
-        return conn.execute(sql).fetchall()
+        cursor = conn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
 
 
 def test_start_is_idempotent_and_has_postgis(own_cluster):
@@ -53,6 +58,7 @@ def test_stop_and_restart_keeps_data_and_moves_off_a_taken_port(own_cluster):
     assert own_cluster.stop() is False
     old_port = own_cluster.state().port
     blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", old_port))
     blocker.listen()
     try:

@@ -26,13 +26,13 @@ def _tables(url: str) -> set[str]:
 
 def test_migrations_up_down_up(scratch_database):
     migrate.upgrade(scratch_database)
-    assert CORE_TABLES <= _tables(scratch_database)
+    assert _tables(scratch_database) >= CORE_TABLES
     assert migrate.current_revision(scratch_database) == migrate.head_revision(scratch_database)
     migrate.downgrade(scratch_database, "base")
     assert not CORE_TABLES & _tables(scratch_database)
     assert migrate.current_revision(scratch_database) is None
     migrate.upgrade(scratch_database)
-    assert CORE_TABLES <= _tables(scratch_database)
+    assert _tables(scratch_database) >= CORE_TABLES
 
 
 def test_models_match_the_migrations(connection):
@@ -41,7 +41,7 @@ def test_models_match_the_migrations(connection):
         change
         for change in compare_metadata(context, Base.metadata)
         # PostGIS's own tables and our hand-made GiST/partial indexes are not in the models.
-        if change[0] not in {"remove_table", "remove_index"}
+        if not (isinstance(change, tuple) and change[0] in {"remove_table", "remove_index"})
     ]
     assert diff == []
 

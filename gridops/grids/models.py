@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 
 from geoalchemy2 import Geometry, WKBElement
-from sqlalchemy import CheckConstraint, Computed, DateTime, Float, ForeignKey, String, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    Float,
+    ForeignKey,
+    String,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gridops.db import Base
@@ -28,9 +38,7 @@ class AdminArea(Base):
     geom: Mapped[WKBElement] = mapped_column(
         Geometry("MULTIPOLYGON", srid=4326, spatial_index=False)
     )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (CheckConstraint("level IN ('city','district','town','community')"),)
 
@@ -40,7 +48,7 @@ class UnitGrid(Base):
 
     __tablename__ = "unit_grid"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     code: Mapped[str] = mapped_column(String(15))
     community_code: Mapped[str] = mapped_column(ForeignKey("admin_area.code", ondelete="RESTRICT"))
     standard_ref: Mapped[str] = mapped_column(String(40))
@@ -50,3 +58,5 @@ class UnitGrid(Base):
     area_m2: Mapped[float] = mapped_column(Float, Computed("ST_Area(geom::geography)"))
     valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("code", "valid_from", name="unit_grid_code_version"),)

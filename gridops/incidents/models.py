@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Integer, SmallInteger, String
+from sqlalchemy import CHAR, Boolean, Integer, SmallInteger, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gridops.db import Base
@@ -22,10 +22,12 @@ class Category(Base):
     standard_ref: Mapped[str] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(10))  # component | event
     code: Mapped[str] = mapped_column(String(10))
-    major_code: Mapped[str] = mapped_column(String(2))
-    minor_code: Mapped[str | None] = mapped_column(String(2))
+    major_code: Mapped[str] = mapped_column(CHAR(2))
+    minor_code: Mapped[str | None] = mapped_column(CHAR(2))
     name_zh: Mapped[str] = mapped_column(String(100))
     name_en: Mapped[str] = mapped_column(String(200))
     urgency: Mapped[int] = mapped_column(SmallInteger, default=2)
     time_limit_hours: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (UniqueConstraint("standard_ref", "code", name="category_code_unique"),)

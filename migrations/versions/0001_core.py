@@ -13,6 +13,10 @@ branch_labels = None
 depends_on = None
 
 
+# GB 32100: the unified social credit code's alphabet leaves out I, O, Z, S and V.
+USCC_PATTERN = "^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"
+
+
 def lonlat_checks(table: str) -> str:
     """Valid, non-empty geometry inside the lon/lat ranges; a swapped Foshan point fails."""
     return f"""
@@ -107,8 +111,7 @@ def upgrade() -> None:
         f"""
         CREATE TABLE enterprise (
             id         bigserial PRIMARY KEY,
-            uscc       char(18) NOT NULL UNIQUE
-                       CHECK (uscc ~ '^[0-9A-HJ-NPQRTUWXY]{{2}}[0-9]{{6}}[0-9A-HJ-NPQRTUWXY]{{10}}$'),
+            uscc       char(18) NOT NULL UNIQUE CHECK (uscc ~ '{USCC_PATTERN}'),
             name       varchar(200) NOT NULL CHECK (btrim(name) <> ''),
             industry   varchar(100),
             risk_level smallint NOT NULL DEFAULT 1 CHECK (risk_level BETWEEN 1 AND 4),
