@@ -26,6 +26,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["TESTING"] = settings["ENV"] == "testing" or bool(settings.get("TESTING"))
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     logging.basicConfig(level=settings["LOG_LEVEL"])
+    # Alembic announces each of its plugins at INFO whenever a script directory is read.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     from gridops import db, errors
     from gridops.cli import register_commands

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -93,3 +97,34 @@ def test_missing_binaries_say_how_to_install(monkeypatch, tmp_path):
     result = CliRunner().invoke(main, ["db", "start", "--base", str(tmp_path / "pg")])
     assert result.exit_code == 1
     assert "apt-get install" in result.output
+
+
+def test_start_after_a_crash_recovers(own_cluster):
+    """A power cut or reboot leaves a stale postmaster.pid; start must just work."""
+    own_cluster.start()
+    _query(own_cluster, "CREATE TABLE IF NOT EXISTS crash (x int); INSERT INTO crash VALUES (7)")
+    _query(own_cluster, "CHECKPOINT")  # test clusters run without fsync/synchronous commit
+    pid = int((own_cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while _alive(pid) or _server_children(own_cluster):
+        assert time.monotonic() < deadline, "postmaster did not go away"
+        time.sleep(0.1)
+    assert (own_cluster.data_dir / "postmaster.pid").exists()  # stale, as after a reboot
+    own_cluster.start()
+    assert _query(own_cluster, "SELECT x FROM crash") == [(7,)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _server_children(cluster: LocalCluster) -> bool:
+    """Backends of the killed postmaster still holding its shared memory."""
+    port = str(cluster.state().port)
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return any(line.startswith("postgres:") and port in line for line in out.splitlines())
