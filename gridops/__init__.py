@@ -31,7 +31,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from gridops import db, errors
     from gridops.cli import register_commands
+    from gridops.grids.views import bp as grids_bp
     from gridops.health import bp as health_bp
+    from gridops.ogc import bp as ogc_bp
+    from gridops.overlays.views import bp as overlays_bp
     from gridops.web import i18n
     from gridops.web.views import bp as web_bp
 
@@ -40,6 +43,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     i18n.init_app(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(web_bp)
+    app.register_blueprint(grids_bp)
+    app.register_blueprint(overlays_bp)
+    app.register_blueprint(ogc_bp)
     register_commands(app.cli)
 
     @app.before_request

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import current_app, has_app_context
 from flask.cli import FlaskGroup
 
 from gridops.config import ConfigError, database_url, load_config
@@ -18,7 +17,10 @@ from gridops.localdb import LocalCluster, LocalDBError, default_base
 
 
 def _config() -> dict[str, Any]:
-    return dict(current_app.config) if has_app_context() else load_config()
+    from gridops.commands import command_app
+
+    app = command_app()
+    return dict(app.config) if app is not None else load_config()
 
 
 def _cluster(base: str | None, mode: str) -> LocalCluster:
@@ -157,9 +159,12 @@ def serve(host: str, port: int, workers: int) -> None:
 
 
 def register_commands(group: click.Group) -> None:
+    from gridops.commands import register_data_commands
+
     for command in (db_cli, serve):
         if command.name not in group.commands:
             group.add_command(command)
+    register_data_commands(group)
 
 
 def _create_app() -> Any:

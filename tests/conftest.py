@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, make_url, pool, text
+from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from gridops import create_app, migrate
@@ -184,3 +185,10 @@ def page(browser):
     )
     yield tab
     context.close()
+
+
+@pytest.fixture
+def session(connection: Connection) -> Iterator[Session]:
+    """An ORM session inside the test's transaction; its commits are savepoints."""
+    with Session(bind=connection, join_transaction_mode="create_savepoint") as db_session:
+        yield db_session

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from sqlalchemy import CHAR, Boolean, Integer, SmallInteger, String, UniqueConstraint
+import uuid
+from datetime import datetime
+
+from geoalchemy2 import Geometry, WKBElement
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gridops.db import Base
@@ -31,3 +47,22 @@ class Category(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (UniqueConstraint("standard_ref", "code", name="category_code_unique"),)
+
+
+class Incident(Base):
+    """A reported problem at a point (the case-workflow columns come later)."""
+
+    __tablename__ = "incident"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    client_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("category.id", ondelete="RESTRICT"))
+    geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", srid=4326, spatial_index=False))
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    source: Mapped[str] = mapped_column(String(16), server_default="inspector")
+    grid_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("unit_grid.id", ondelete="RESTRICT")
+    )

@@ -1,0 +1,55 @@
+"""HTTP helpers shared by the JSON routes: GeoJSON pages with their ``next`` links."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, json, request, url_for
+
+from gridops.db import get_session
+from gridops.features import Layer, feature_page, parse_bbox, parse_limit
+
+GEOJSON = "application/geo+json"
+
+
+def geojson_response(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")), status, mimetype=GEOJSON
+    )
+
+
+def layer_page_response(layer: Layer, endpoint: str, **route_args: Any) -> Response:
+    """A FeatureCollection page of ``layer`` from the request's bbox/limit/cursor/filters."""
+    bbox = parse_bbox(request.args.get("bbox"))
+    limit = parse_limit(request.args.get("limit"))
+    filters = {k: v for k, v in request.args.items() if k in layer.filters}
+    features, next_cursor = feature_page(
+        get_session(),
+        layer,
+        bbox=bbox,
+        limit=limit,
+        cursor=request.args.get("cursor"),
+        filters=filters,
+    )
+    links = [
+        {
+            "rel": "self",
+            "type": GEOJSON,
+            "href": url_for(endpoint, _external=True, **route_args, **request.args),
+        }
+    ]
+    headers = {}
+    if next_cursor is not None:
+        args = {**request.args, "cursor": next_cursor, "limit": str(limit)}
+        href = url_for(endpoint, _external=True, **route_args, **args)
+        links.append({"rel": "next", "type": GEOJSON, "href": href})
+        headers["Link"] = f'<{href}>; rel="next"'
+    body = {
+        "type": "FeatureCollection",
+        "features": features,
+        "numberReturned": len(features),
+        "links": links,
+    }
+    response = geojson_response(body)
+    response.headers.update(headers)
+    return response

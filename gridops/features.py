@@ -1,0 +1,244 @@
+"""Map layers as RFC 7946 GeoJSON pages: bbox filtering and keyset paging, built in SQL.
+
+The same layers back ``/api/v1/...`` and the OGC API - Features collections.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from gridops.errors import FieldError, InvalidInput, NotFound
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Layer:
+    id: str
+    title: str
+    description: str
+    table: str
+    key: str  # unique, ordered: the feature id and the paging key
+    properties: tuple[str, ...]
+    geometry_type: str
+    where: str = "true"
+    key_is_int: bool = False
+    filters: Mapping[str, str] = field(default_factory=dict)  # query parameter -> column
+
+
+LAYERS: dict[str, Layer] = {
+    layer.id: layer
+    for layer in (
+        Layer(
+            "districts",
+            "区 Districts",
+            "County-level districts (GB/T 2260 codes).",
+            "admin_area",
+            "code",
+            ("code", "name", "name_en", "level", "parent_code"),
+            "MultiPolygon",
+            "level = 'district'",
+            filters={"parent": "parent_code"},
+        ),
+        Layer(
+            "towns",
+            "镇街 Towns and streets",
+            "Towns (镇) and street offices (街道), 9-digit codes.",
+            "admin_area",
+            "code",
+            ("code", "name", "name_en", "level", "parent_code"),
+            "MultiPolygon",
+            "level = 'town'",
+            filters={"parent": "parent_code"},
+        ),
+        Layer(
+            "communities",
+            "社区/村 Communities and villages",
+            "Communities (社区) and villages (村), 12-digit codes.",
+            "admin_area",
+            "code",
+            ("code", "name", "name_en", "level", "parent_code"),
+            "MultiPolygon",
+            "level = 'community'",
+            filters={"parent": "parent_code"},
+        ),
+        Layer(
+            "grids",
+            "单元网格 Unit grids",
+            "Current unit grids (GB/T 30428), 15-digit codes.",
+            "unit_grid",
+            "code",
+            ("code", "community_code", "standard_ref", "area_m2", "valid_from"),
+            "MultiPolygon",
+            "valid_to IS NULL",
+            filters={"community": "community_code"},
+        ),
+        Layer(
+            "enterprises",
+            "企业 Enterprises",
+            "Market subjects with their unified social credit code and risk level.",
+            "enterprise",
+            "id",
+            ("uscc", "name", "industry", "risk_level", "address", "grid_id"),
+            "Point",
+            key_is_int=True,
+            filters={"industry": "industry", "risk_level": "risk_level"},
+        ),
+        Layer(
+            "outlets",
+            "服务网点 Service outlets",
+            "Government service outlets: service centres, police stations, clinics …",
+            "service_outlet",
+            "id",
+            ("code", "outlet_type", "name", "opening_hours", "address", "phone", "grid_id"),
+            "Point",
+            key_is_int=True,
+            filters={"type": "outlet_type"},
+        ),
+    )
+}
+
+
+def get_layer(layer_id: str) -> Layer:
+    try:
+        return LAYERS[layer_id]
+    except KeyError:
+        raise NotFound(f"no collection {layer_id!r}") from None
+
+
+def parse_bbox(raw: str | None) -> tuple[float, float, float, float] | None:
+    """``minLon,minLat,maxLon,maxLat`` (RFC 7946 / OGC order); InvalidInput naming ``bbox``."""
+    if raw is None or raw == "":
+        return None
+
+    def bad(message: str) -> InvalidInput:
+        return InvalidInput(f"bbox: {message}", [FieldError("bbox", message)])
+
+    parts = raw.split(",")
+    if len(parts) != 4:
+        raise bad("give four numbers: minLon,minLat,maxLon,maxLat")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise bad(f"{raw!r} has a part that is not a number") from None
+    if not all(math.isfinite(v) for v in values):
+        raise bad("numbers must be finite")
+    min_lon, min_lat, max_lon, max_lat = values
+    if not (-180 <= min_lon <= 180 and -180 <= max_lon <= 180):
+        raise bad("longitudes must be within -180..180")
+    if not (-90 <= min_lat <= 90 and -90 <= max_lat <= 90):
+        raise bad("latitudes must be within -90..90 (lon/lat swapped?)")
+    if min_lon > max_lon or min_lat > max_lat:
+        raise bad("the minimum must not exceed the maximum")
+    return min_lon, min_lat, max_lon, max_lat
+
+
+def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise InvalidInput(
+            "limit must be a whole number", [FieldError("limit", f"{raw!r} is not a number")]
+        ) from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(
+            f"limit must be between 1 and {MAX_LIMIT}",
+            [FieldError("limit", f"{limit} is out of range 1..{MAX_LIMIT}")],
+        )
+    return limit
+
+
+def _parse_cursor(layer: Layer, raw: str | None) -> Any:
+    if raw is None or raw == "":
+        return None
+    if layer.key_is_int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidInput(
+                "cursor is not valid", [FieldError("cursor", "use the next link as given")]
+            ) from None
+    return raw
+
+
+def _feature_sql(layer: Layer) -> str:
+    props = ", ".join(f"'{p}', {p}" for p in layer.properties)
+    return (
+        f"json_build_object('type', 'Feature', 'id', {layer.key}, "
+        "'geometry', ST_AsGeoJSON(geom, 7)::json, "
+        f"'properties', json_build_object({props}))"
+    )
+
+
+def feature_page(
+    session: Session,
+    layer: Layer,
+    *,
+    bbox: tuple[float, float, float, float] | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    filters: Mapping[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of features after ``cursor``; returns them and the next cursor (or None)."""
+    clauses = [layer.where]
+    params: dict[str, Any] = {"limit": limit + 1}
+    if bbox is not None:
+        clauses.append(
+            "geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) "
+            "AND ST_Intersects(geom, ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326))"
+        )
+        params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
+    after = _parse_cursor(layer, cursor)
+    if after is not None:
+        clauses.append(f"{layer.key} > :after")
+        params["after"] = after
+    for name, value in (filters or {}).items():
+        column = layer.filters.get(name)
+        if column is None:
+            continue
+        clauses.append(f"{column}::text = :f_{name}")
+        params[f"f_{name}"] = value
+    rows = session.execute(
+        text(
+            f"SELECT {layer.key} AS key, {_feature_sql(layer)} AS feature FROM {layer.table} "
+            f"WHERE {' AND '.join(clauses)} ORDER BY {layer.key} LIMIT :limit"
+        ),
+        params,
+    ).all()
+    next_cursor = str(rows[limit - 1].key) if len(rows) > limit else None
+    return [r.feature for r in rows[:limit]], next_cursor
+
+
+def get_feature(session: Session, layer: Layer, feature_id: str) -> dict[str, Any]:
+    if layer.key_is_int and not feature_id.isdigit():
+        raise NotFound(f"no feature {feature_id!r} in {layer.id}")
+    key = int(feature_id) if layer.key_is_int else feature_id
+    row = session.execute(
+        text(
+            f"SELECT {_feature_sql(layer)} AS feature FROM {layer.table} "
+            f"WHERE {layer.where} AND {layer.key} = :key"
+        ),
+        {"key": key},
+    ).first()
+    if row is None:
+        raise NotFound(f"no feature {feature_id!r} in {layer.id}")
+    return row.feature
+
+
+def layer_extent(session: Session, layer: Layer) -> list[float] | None:
+    box = session.execute(
+        text(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+            f"(SELECT ST_Extent(geom) AS e FROM {layer.table} WHERE {layer.where}) s"
+        )
+    ).one()
+    return None if box[0] is None else [float(v) for v in box]
