@@ -15,9 +15,12 @@ APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
 .PHONY: demo test setup system-db system-browser lint format clean distclean
 
-demo: system-db $(STAMPS)/venv static/vendor/.installed
+DEMO_DATA := var/demo
+
+demo: system-db $(STAMPS)/venv static/vendor/.installed $(DEMO_DATA)/planted.json
 	$(BIN)/gridops db start
 	$(BIN)/gridops db upgrade
+	$(BIN)/gridops demo load $(DEMO_DATA)
 	@echo "gridops demo: http://$(HOST):$(PORT)/"
 	$(BIN)/gridops serve --host $(HOST) --port $(PORT)
 
@@ -71,6 +74,10 @@ static/vendor/.installed: package.json package-lock.json
 	cp -r node_modules/leaflet/dist static/vendor/leaflet
 	cp -r node_modules/leaflet.markercluster/dist static/vendor/leaflet.markercluster
 	@touch $@
+
+# The Foshan demo files (deterministic; rebuilt only when the script or its sources change).
+$(DEMO_DATA)/planted.json: geodata/build.py gridops/incidents/catalogue_gbt30428.csv $(STAMPS)/venv static/vendor/.installed
+	$(BIN)/python geodata/build.py --out $(DEMO_DATA)
 
 clean:
 	rm -rf $(STAMPS) static/vendor node_modules .pytest_cache .ruff_cache

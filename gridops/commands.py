@@ -174,7 +174,29 @@ def grids_generate(area: str, target_area: float) -> None:
     click.echo(f"{created} unit grids created, {closed} closed, {unchanged} communities unchanged")
 
 
+@click.group("demo")
+def demo_cli() -> None:
+    """The Foshan demo."""
+
+
+@demo_cli.command("load")
+@click.argument(
+    "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default="var/demo"
+)
+def demo_load(data_dir: Path) -> None:
+    """Load the demo files built by geodata/build.py (idempotent)."""
+    from gridops.demo import load_demo
+
+    session = open_session()
+    try:
+        load_demo(session, data_dir, log=click.echo)
+    except GridopsError as exc:
+        raise fail(exc) from exc
+    finally:
+        session.close()
+
+
 def register_data_commands(group: click.Group) -> None:
-    for command in (import_command, grids_cli):
+    for command in (import_command, grids_cli, demo_cli):
         if command.name not in group.commands:
             group.add_command(command)

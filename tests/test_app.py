@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from gridops import create_app
-from gridops.config import ConfigError, database_url, load_config
+from gridops import create_app, migrate
+from gridops.config import ConfigError, load_config
+from gridops.config import database_url as resolve_database_url
 from gridops.localdb import free_port
 from tests.conftest import app_config
 
@@ -44,17 +45,17 @@ def test_production_requires_a_secret_key(monkeypatch):
 
 def test_database_url_from_environment_is_normalised_to_psycopg(monkeypatch):
     monkeypatch.setenv("GRIDOPS_DATABASE_URL", "postgres://u:p@db:5432/gridops")
-    assert database_url(load_config()) == "postgresql+psycopg://u:p@db:5432/gridops"
+    assert resolve_database_url(load_config()) == "postgresql+psycopg://u:p@db:5432/gridops"
 
 
 def test_missing_local_cluster_is_a_clear_config_error(monkeypatch, tmp_path):
     monkeypatch.delenv("GRIDOPS_DATABASE_URL", raising=False)
     monkeypatch.setenv("GRIDOPS_VAR_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="gridops db start"):
-        database_url(load_config())
+        resolve_database_url(load_config())
 
 
-def test_health_reports_postgis_version(client, connection):
+def test_health_reports_postgis_version(client, connection, database_url):
     response = client.get("/health")
     assert response.status_code == 200
     body = response.get_json()
@@ -64,7 +65,7 @@ def test_health_reports_postgis_version(client, connection):
     assert body["status"] == "ok"
     assert body["database"]["postgis"] == expected
     assert body["database"]["postgresql"].split(".")[0].isdigit()
-    assert body["schema"]["revision"] == "0001_core"
+    assert body["schema"]["revision"] == migrate.head_revision(database_url)
     assert response.headers["X-Request-ID"]
 
 

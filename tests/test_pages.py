@@ -11,6 +11,7 @@ def test_index_loads_leaflet_offline_without_errors(page, live_server):
     page.goto(live_server + "/")
     page.wait_for_selector("#map.leaflet-container")
     assert page.evaluate("typeof L !== 'undefined' && L.version.startsWith('1.9')")
+    page.wait_for_selector("body[data-loaded]")
     assert "网格" in page.inner_text("header")
     assert page.problems == []
 

@@ -55,11 +55,12 @@ def test_geometry_columns_are_typed_and_indexed(connection):
         ("unit_grid", "MULTIPOLYGON", 4326),
         ("enterprise", "POINT", 4326),
         ("service_outlet", "POINT", 4326),
+        ("incident", "POINT", 4326),
     }
     gist = connection.execute(
         text("SELECT tablename FROM pg_indexes WHERE indexdef ILIKE '%USING gist (geom)%'")
     ).scalars()
-    assert {"admin_area", "unit_grid", "enterprise", "service_outlet"} <= set(gist)
+    assert {"admin_area", "unit_grid", "enterprise", "service_outlet", "incident"} <= set(gist)
 
 
 def _insert_city(connection, geom_sql: str) -> None:
