@@ -2,8 +2,11 @@
 not overlapping, unit grids covering their community without gaps.
 
 The same SQL checks a file being imported (rows in the ``import_stage`` temp table, checked
-together with what is stored) and what is stored (``gridops grids check``). Lengths and areas
-are measured in EPSG:4547 (CGCS2000 / 3-degree Gauss-Kruger CM 114E, which fits Foshan).
+together with what is stored) and what is stored (``gridops grids check``). The containment
+tolerance is a buffer in EPSG:4547 metres (CGCS2000 / 3-degree Gauss-Kruger CM 114E, which fits
+Foshan); overlap and gap areas are measured on the spheroid (``geography``), because a thin
+sliver between two lon/lat edges, projected vertex by vertex, gains chord-versus-arc area that
+is not there.
 """
 
 from __future__ import annotations
@@ -39,13 +42,12 @@ def _within_parent(children: str, parents: str, limits: TopologyLimits) -> str:
     return f"""
         WITH kids AS ({children}),
         parent AS MATERIALIZED (
-            SELECT p.code, p.name, ST_Transform(p.geom, {METRIC_SRID}) AS m,
+            SELECT p.code, p.name, p.geom,
                    ST_Buffer(ST_Transform(p.geom, {METRIC_SRID}), {limits.within_m}) AS buf
             FROM ({parents}) p WHERE p.code IN (SELECT parent FROM kids))
         SELECT k.row_no, k.code,
                'not within its parent ' || p.code || ' (' || p.name || '): '
-               || round(ST_Area(
-                    ST_Difference(ST_Transform(k.geom, {METRIC_SRID}), p.m))::numeric, 1)
+               || round(ST_Area(ST_Difference(k.geom, p.geom)::geography)::numeric, 1)
                || ' m² lie outside it, beyond the {limits.within_m:g} m tolerance' AS reason
         FROM kids k JOIN parent p ON p.code = k.parent
         WHERE NOT ST_CoveredBy(ST_Transform(k.geom, {METRIC_SRID}), p.buf)
@@ -59,7 +61,7 @@ def _overlaps(candidates: str, others: str, limits: TopologyLimits) -> str:
         WITH a AS ({candidates}), b AS ({others}),
         pairs AS (
             SELECT a.row_no, a.code, b.code AS other,
-                   ST_Area(ST_Transform(ST_Intersection(a.geom, b.geom), {METRIC_SRID})) AS m2
+                   ST_Area(ST_Intersection(a.geom, b.geom)::geography) AS m2
             FROM a JOIN b ON a.parent = b.parent AND a.code <> b.code AND a.geom && b.geom
             WHERE ST_Relate(a.geom, b.geom, '2********'))
         SELECT row_no, code,
@@ -78,7 +80,7 @@ def _gaps(cover: str, limits: TopologyLimits) -> str:
             SELECT parent, ST_Union(geom) AS u FROM cover GROUP BY parent),
         gaps AS (
             SELECT c.code, c.name,
-                   ST_Area(ST_Transform(ST_Difference(c.geom, p.u), {METRIC_SRID})) AS m2
+                   ST_Area(ST_Difference(c.geom, p.u)::geography) AS m2
             FROM per_community p JOIN admin_area c ON c.code = p.parent)
         SELECT NULL::int AS row_no, code,
                'unit grids leave ' || round(m2::numeric, 1) || ' m² of community ' || code
