@@ -1,0 +1,143 @@
+"""The Foshan demo end to end: built, loaded into PostGIS, topologically clean, idempotent.
+
+Loaded once per run into a database of its own; these tests only read it (or reload it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, make_url, pool, text
+from sqlalchemy.orm import Session
+
+from gridops import create_app, migrate
+from gridops.cli import main
+from gridops.demo import load_demo
+from gridops.grids.topology import check_stored
+from tests.conftest import app_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_demo(out: Path) -> None:
+    spec = importlib.util.spec_from_file_location("demo_build", REPO / "geodata" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.build(out)
+
+
+@pytest.fixture(scope="module")
+def demo(database_url, tmp_path_factory):
+    """(url, data folder, first load summary) of a database holding the loaded demo."""
+    name = f"gridops_demo_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(database_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        migrate.upgrade(url)
+        data = tmp_path_factory.mktemp("demo")
+        build_demo(data)
+        with Session(engine) as session:
+            summary = load_demo(session, data, log=lambda _: None)
+        yield url, data, summary
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def demo_session(demo):
+    engine = create_engine(demo[0], poolclass=pool.NullPool)
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+
+
+def test_demo_hierarchy_counts(demo_session):
+    levels = dict(
+        demo_session.execute(text("SELECT level, count(*) FROM admin_area GROUP BY level")).all()
+    )
+    assert levels["city"] == 1 and levels["district"] == 5 and levels["town"] == 32
+    assert levels["community"] > 500
+    chancheng = demo_session.execute(
+        text(
+            "SELECT count(*), sum(area_m2) FROM unit_grid "
+            "WHERE valid_to IS NULL AND code LIKE '440604%'"
+        )
+    ).one()
+    district_m2 = demo_session.execute(
+        text("SELECT ST_Area(geom::geography) FROM admin_area WHERE code = '440604'")
+    ).scalar()
+    assert chancheng[0] > 10_000  # ~154 km² at ~10,000 m² a grid
+    assert chancheng[1] == pytest.approx(district_m2, rel=1e-4)
+
+
+def test_demo_topology_is_clean(demo_session):
+    assert check_stored(demo_session) == []
+
+
+def test_demo_overlays_and_incidents(demo_session):
+    counts = demo_session.execute(
+        text(
+            "SELECT (SELECT count(*) FROM enterprise), (SELECT count(*) FROM service_outlet), "
+            "(SELECT count(*) FROM incident), "
+            "(SELECT count(*) FROM incident i JOIN admin_area d ON d.code = '440604' "
+            " AND ST_Covers(d.geom, i.geom)), (SELECT count(grid_id) FROM incident)"
+        )
+    ).one()
+    enterprises, outlets, incidents, in_chancheng, with_grid = counts
+    assert enterprises >= 5000 and outlets >= 300 and incidents == 50_000
+    # Every incident in the gridded district has its grid, and only those have one.
+    assert with_grid == in_chancheng > 5000
+    wrong = demo_session.execute(
+        text(
+            "SELECT count(*) FROM incident i JOIN unit_grid g ON g.id = i.grid_id "
+            "WHERE NOT ST_Covers(g.geom, i.geom)"
+        )
+    ).scalar()
+    assert wrong == 0
+
+
+def test_demo_reload_changes_nothing(demo):
+    url, data, first = demo
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with Session(engine) as session:
+        again = load_demo(session, data, log=lambda _: None)
+    engine.dispose()
+    assert first["areas"]["inserted"] > 600
+    assert again["areas"]["inserted"] == again["areas"]["updated"] == 0
+    assert again["grids_created"] == 0
+    assert again["enterprises"]["inserted"] == again["enterprises"]["updated"] == 0
+    assert again["incidents"] == {"inserted": 0, "located": 0}
+
+
+def test_demo_grids_check_command_passes(demo, monkeypatch):
+    monkeypatch.setenv("GRIDOPS_DATABASE_URL", demo[0])
+    result = CliRunner().invoke(main, ["grids", "check"])
+    assert result.exit_code == 0, result.output
+    assert "0 problem(s)" in result.output
+
+
+def test_demo_through_the_api(demo):
+    client = create_app(app_config(demo[0])).test_client()
+    districts = client.get("/collections/districts/items").get_json()
+    assert {f["properties"]["name"] for f in districts["features"]} == {
+        "禅城区",
+        "南海区",
+        "顺德区",
+        "三水区",
+        "高明区",
+    }
+    where = client.get("/api/v1/locate?lon=113.1095&lat=23.0326").get_json()  # 祖庙
+    assert where["district"]["name"] == "禅城区" and where["grid"]["code"].startswith("440604")
+    assert client.get("/api/v1/locate?lon=114.3&lat=22.6").status_code == 422  # Shenzhen
