@@ -5,7 +5,6 @@ Loaded once per run into a database of its own; these tests only read it (or rel
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from pathlib import Path
 
@@ -19,15 +18,11 @@ from gridops.cli import main
 from gridops.demo import load_demo
 from gridops.grids.topology import check_stored
 from tests.conftest import app_config
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.test_geodata import load_build
 
 
 def build_demo(out: Path) -> None:
-    spec = importlib.util.spec_from_file_location("demo_build", REPO / "geodata" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.build(out)
+    load_build().build(out)
 
 
 @pytest.fixture(scope="module")
