@@ -1,9 +1,9 @@
 """Which unit grid, community, town and district holds a point.
 
-One point: one indexed query. Many points: the current unit grids are loaded once and each
-grid polygon (prepared by GEOS) queries an STRtree of the points; that is several times faster
-than PostGIS's point-in-polygon join, whose polygon changes on every row and is never prepared
-(see ``bench/locate.py``).
+One point: one indexed query. Points stored in PostGIS (``assign_grids``): one polygon-outer
+LATERAL update, which keeps each grid prepared across its points. Points in memory
+(``GridIndex``): the grids are loaded once and each, prepared by GEOS, queries an STRtree of
+the points. ``bench/locate.py`` measures both against geopandas.
 
 A point on a border shared by several grids goes to the one with the smallest code, in both
 paths; its community, town and district are then that grid's ancestors, never picked apart.
@@ -11,12 +11,10 @@ paths; its community, town and district are then that grid's ancestors, never pi
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import shapely
 from shapely import STRtree
 from sqlalchemy import text
@@ -143,39 +141,30 @@ class GridIndex:
         return result
 
 
-def assign_grids(
-    session: Session, table: str, *, where: str = "true", index: GridIndex | None = None
-) -> int:
+def assign_grids(session: Session, table: str, *, where: str = "true") -> int:
     """Store the unit grid of every point of ``table`` (id, geom, grid_id) matching ``where``.
 
-    Points are read and written with COPY; returns the number of rows whose grid changed.
+    Polygon-outer: each current grid probes the points' GiST index once and PostGIS keeps the
+    grid prepared across its points, about 8x faster here than reading the points out,
+    locating them in process and writing them back (``bench/locate.py``). A point on a shared
+    border takes the smallest code; points outside every grid are left as they are. Returns
+    the number of rows whose grid changed.
     """
-    index = index or GridIndex.load(session)
-    raw = session.connection().connection.driver_connection
-    buffer = io.BytesIO()
-    with raw.cursor() as cursor:
-        with cursor.copy(
-            f"COPY (SELECT id, ST_X(geom), ST_Y(geom) FROM {table} WHERE {where}) TO STDOUT"
-        ) as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-        buffer.seek(0)
-        points = pd.read_csv(
-            buffer, sep="\t", header=None, names=["id", "lon", "lat"], dtype={"id": np.int64}
-        )
-        grids = index.locate(points["lon"].to_numpy(), points["lat"].to_numpy())
-        out = pd.DataFrame({"id": points["id"], "grid_id": pd.array(grids, dtype="Int64")})
-        out.loc[out["grid_id"] == NO_GRID, "grid_id"] = pd.NA
-        cursor.execute("DROP TABLE IF EXISTS located")
-        cursor.execute("CREATE TEMP TABLE located (id bigint, grid_id bigint) ON COMMIT DROP")
-        payload = out.to_csv(sep="\t", header=False, index=False, na_rep="\\N").encode()
-        with cursor.copy("COPY located (id, grid_id) FROM STDIN") as copy:
-            copy.write(payload)
     changed = session.execute(
         text(
-            f"UPDATE {table} t SET grid_id = l.grid_id FROM located l "
-            "WHERE t.id = l.id AND t.grid_id IS DISTINCT FROM l.grid_id"
+            f"""
+            UPDATE {table} p SET grid_id = m.grid_id
+            FROM (
+                SELECT DISTINCT ON (pt.id) pt.id, g.id AS grid_id
+                FROM unit_grid g
+                CROSS JOIN LATERAL (
+                    SELECT q.id FROM {table} q WHERE ({where}) AND ST_Covers(g.geom, q.geom)
+                ) pt
+                WHERE g.valid_to IS NULL
+                ORDER BY pt.id, g.code
+            ) m
+            WHERE p.id = m.id AND p.grid_id IS DISTINCT FROM m.grid_id
+            """
         )
     )
-    session.execute(text("DROP TABLE located"))
     return changed.rowcount
