@@ -7,7 +7,7 @@ from typing import Any
 from flask import Response, json, request, url_for
 
 from gridops.db import get_session
-from gridops.features import Layer, feature_page, parse_bbox, parse_limit
+from gridops.features import MAX_LIMIT, Layer, feature_page, parse_bbox, parse_limit
 
 GEOJSON = "application/geo+json"
 
@@ -18,10 +18,19 @@ def geojson_response(body: dict[str, Any], status: int = 200) -> Response:
     )
 
 
-def layer_page_response(layer: Layer, endpoint: str, **route_args: Any) -> Response:
-    """A FeatureCollection page of ``layer`` from the request's bbox/limit/cursor/filters."""
+def layer_page_response(
+    layer: Layer, endpoint: str, *, clamp_limit: bool = False, **route_args: Any
+) -> Response:
+    """A FeatureCollection page of ``layer`` from the request's bbox/limit/cursor/filters.
+
+    ``clamp_limit``: a limit above the maximum gives a page of the maximum size (OGC API -
+    Features lets servers do this, and GIS clients ask for large pages) instead of a 422.
+    """
     bbox = parse_bbox(request.args.get("bbox"))
-    limit = parse_limit(request.args.get("limit"))
+    raw_limit = request.args.get("limit")
+    if clamp_limit and raw_limit and raw_limit.isdigit() and int(raw_limit) > MAX_LIMIT:
+        raw_limit = str(MAX_LIMIT)
+    limit = parse_limit(raw_limit)
     filters = {k: v for k, v in request.args.items() if k in layer.filters}
     features, next_cursor = feature_page(
         get_session(),

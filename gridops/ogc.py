@@ -111,7 +111,7 @@ def collection(collection_id: str) -> ResponseReturnValue:
 @bp.get("/collections/<collection_id>/items")
 def items(collection_id: str) -> ResponseReturnValue:
     layer = get_layer(collection_id)
-    return layer_page_response(layer, "ogc.items", collection_id=layer.id)
+    return layer_page_response(layer, "ogc.items", clamp_limit=True, collection_id=layer.id)
 
 
 @bp.get("/collections/<collection_id>/items/<feature_id>")

@@ -218,4 +218,7 @@ def test_ogc_api_features_for_qgis(client, hierarchy):
     one = client.get("/collections/grids/items/440604001002004").get_json()
     assert one["properties"]["community_code"] == "440604001002"
     assert client.get("/collections/rivers/items").status_code == 404
+    big = client.get("/collections/grids/items?limit=100000")  # QGIS asks for large pages
+    assert big.status_code == 200 and big.get_json()["numberReturned"] == 8
+    assert client.get("/collections/grids/items?limit=0").status_code == 422
     assert client.get("/").mimetype == "text/html"
