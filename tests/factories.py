@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-from shapely.geometry import box
+from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
 # City 440600 is two districts side by side; district 440604 has one town with two
@@ -83,3 +83,15 @@ def strip_grid(community: BaseGeometry, code: str, n: int = 4) -> list[dict[str,
         {"code": f"{code}{i + 1:03d}", "geometry": box(x0 + i * step, y0, x0 + (i + 1) * step, y1)}
         for i in range(n)
     ]
+
+
+def uscc(serial: int, district: str = "440604") -> str:
+    """A valid unified social credit code (GB 32100 check character included)."""
+    from gridops.overlays.uscc import check_character
+
+    first17 = f"91{district}MA{serial:07d}"
+    return first17 + check_character(first17)
+
+
+def enterprise(lon: float, lat: float, serial: int = 1, name: str = "甲公司") -> dict[str, Any]:
+    return {"uscc": uscc(serial), "name": name, "geometry": Point(lon, lat)}

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from shapely.geometry import Point
 from sqlalchemy import text
 
 from gridops.errors import InvalidInput
 from gridops.grids.service import regenerate_community
 from gridops.grids.topology import check_stored
 from gridops.importing import run_import
-from gridops.overlays.uscc import check_character
 from tests import factories as f
 
 
 @pytest.fixture
 def areas(session, tmp_path):
     run_import(session, "areas", f.write(tmp_path / "a.gpkg", f.area_rows()))
-    first17 = "91440604MA0000009"
-    rows = [
-        {
-            "uscc": first17 + check_character(first17),
-            "name": "甲公司",
-            "geometry": Point(113.0101, 23.0101),
-        }
-    ]
+    rows = [f.enterprise(113.0101, 23.0101)]
     run_import(session, "enterprises", f.write(tmp_path / "e.gpkg", rows))
     return session
 

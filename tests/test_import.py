@@ -9,17 +9,11 @@ from sqlalchemy import text
 
 from gridops.grids.locate import locate
 from gridops.importing import ImportOptions, ImportRejected, run_import
-from gridops.overlays.uscc import check_character
 from tests import factories as f
 
 
 def count(session, table: str) -> int:
     return session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-
-
-def uscc(serial: int, district: str = "440604") -> str:
-    first17 = f"91{district}MA{serial:07d}"
-    return first17 + check_character(first17)
 
 
 @pytest.fixture
@@ -281,7 +275,7 @@ def test_changed_grid_is_versioned_not_overwritten(with_areas, tmp_path):
 
 def test_enterprises_checksum_outside_points_and_grid_assignment(with_areas, tmp_path):
     run_import(with_areas, "grids", f.write(tmp_path / "grids.gpkg", grid_rows()))
-    good = uscc(1)
+    good = f.uscc(1)
     bad_check = good[:-1] + ("0" if good[-1] != "0" else "1")
     rows = [
         {
@@ -291,8 +285,8 @@ def test_enterprises_checksum_outside_points_and_grid_assignment(with_areas, tmp
             "geometry": Point(113.001, 23.01),
         },
         {"uscc": bad_check, "name": "乙公司", "risk_level": 1, "geometry": Point(113.03, 23.01)},
-        {"uscc": uscc(3), "name": "丙公司", "risk_level": 1, "geometry": Point(114.5, 23.01)},
-        {"uscc": uscc(4), "name": "丁公司", "risk_level": 7, "geometry": Point(113.03, 23.01)},
+        {"uscc": f.uscc(3), "name": "丙公司", "risk_level": 1, "geometry": Point(114.5, 23.01)},
+        {"uscc": f.uscc(4), "name": "丁公司", "risk_level": 7, "geometry": Point(113.03, 23.01)},
     ]
     reasons = rejected(with_areas, "enterprises", f.write(tmp_path / "e.gpkg", rows))
     assert any("row 2" in r and "fails the GB 32100 check character" in r for r in reasons)

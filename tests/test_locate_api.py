@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shapely.geometry import Point
 from sqlalchemy import text
 
 from gridops.grids.locate import NO_GRID, GridIndex, OutsideJurisdiction, assign_grids, locate
@@ -178,16 +177,7 @@ def test_areas_by_level_and_parent_and_one_area(client, hierarchy):
 
 
 def test_enterprises_and_outlets_layers(client, hierarchy, tmp_path):
-    from gridops.overlays.uscc import check_character
-
-    first17 = "91440604MA0000001"
-    rows = [
-        {
-            "uscc": first17 + check_character(first17),
-            "name": "甲公司",
-            "geometry": Point(113.001, 23.01),
-        }
-    ]
+    rows = [f.enterprise(113.001, 23.01)]
     run_import(hierarchy, "enterprises", f.write(tmp_path / "e.gpkg", rows))
     body = client.get("/api/v1/enterprises?bbox=113,23,113.01,23.02").get_json()
     assert [ft["properties"]["name"] for ft in body["features"]] == ["甲公司"]
