@@ -30,6 +30,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     from gridops import db, errors
+    from gridops.auth import web as auth_web
+    from gridops.auth.views import bp as auth_bp
     from gridops.cli import register_commands
     from gridops.grids.views import bp as grids_bp
     from gridops.health import bp as health_bp
@@ -41,11 +43,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     errors.register_error_handlers(app)
     i18n.init_app(app)
+    auth_web.init_app(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(web_bp)
     app.register_blueprint(grids_bp)
     app.register_blueprint(overlays_bp)
     app.register_blueprint(ogc_bp)
+    app.register_blueprint(auth_bp)
+    auth_web.check_declarations(app)
     register_commands(app.cli)
 
     @app.before_request

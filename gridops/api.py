@@ -6,10 +6,31 @@ from typing import Any
 
 from flask import Response, json, request, url_for
 
+from gridops.auth.actor import Scope
+from gridops.auth.web import current_actor
 from gridops.db import get_session
-from gridops.features import MAX_LIMIT, Layer, feature_page, parse_bbox, parse_limit
+from gridops.features import (
+    MAX_LIMIT,
+    Layer,
+    feature_page,
+    get_feature,
+    parse_bbox,
+    parse_limit,
+)
 
 GEOJSON = "application/geo+json"
+
+
+def actor_scope() -> Scope:
+    """The signed-in actor's scope (routes that reach here always have an actor)."""
+    actor = current_actor()
+    if actor is None:  # pragma: no cover - authorize() answers 401 first
+        raise RuntimeError("no actor")
+    return actor.scope()
+
+
+def feature_in_scope(layer: Layer, feature_id: str) -> dict[str, Any]:
+    return get_feature(get_session(), layer, feature_id, actor_scope())
 
 
 def geojson_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -39,6 +60,7 @@ def layer_page_response(
         limit=limit,
         cursor=request.args.get("cursor"),
         filters=filters,
+        scope=actor_scope(),
     )
     links = [
         {

@@ -48,6 +48,11 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "DB_STATEMENT_TIMEOUT_MS": (30_000, _as_int),
     "LOG_LEVEL": ("INFO", str),
     "DEFAULT_LANGUAGE": ("zh", str),
+    "SESSION_IDLE_MINUTES": (30, _as_int),
+    "SESSION_ABSOLUTE_HOURS": (12, _as_int),
+    "LOGIN_MAX_FAILURES_ACCOUNT": (5, _as_int),
+    "LOGIN_MAX_FAILURES_ADDRESS": (20, _as_int),
+    "LOGIN_WINDOW_MINUTES": (15, _as_int),
 }
 
 

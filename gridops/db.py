@@ -57,6 +57,12 @@ class Database:
             self._sessionmaker = sessionmaker(bind=self.engine, expire_on_commit=False)
         return self._sessionmaker
 
+    @property
+    def audit_engine(self) -> Engine:
+        """The audit log is written on its own connection, never inside a request's
+        transaction (a refused request is rolled back; its audit row must stay)."""
+        return self.engine
+
     def bind_to(self, connection: Connection) -> None:
         """Run every session inside ``connection``'s transaction, each commit a savepoint.
 

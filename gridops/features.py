@@ -10,10 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import h3
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from gridops.auth.actor import Scope
 from gridops.errors import FieldError, InvalidInput, NotFound
+
+EVERYTHING = Scope(everything=True)
+PLANNER_H3_RESOLUTION = 9  # about 0.1 km²: where, without saying at which door
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -31,11 +36,34 @@ class Layer:
     where: str = "true"
     key_is_int: bool = False
     filters: Mapping[str, str] = field(default_factory=dict)  # query parameter -> column
+    scope_kind: str = "point"  # area | grid | point: how the actor's scope applies
+    # Properties a restricted (planner) reader gets instead; None: the same as everyone.
+    restricted_properties: tuple[str, ...] | None = None
+    from_sql: str = ""  # FROM clause when the layer is not a plain table
+    permission: str = "read:map"
+
+    def scope_condition(self, scope: Scope) -> str:
+        if self.scope_kind == "area":
+            return scope.area_visible("t.code")
+        if self.scope_kind == "grid":
+            return scope.grid_visible("t.code")
+        return scope.point_visible("t.geom")
 
 
 LAYERS: dict[str, Layer] = {
     layer.id: layer
     for layer in (
+        Layer(
+            "cities",
+            "市 City",
+            "The prefecture-level city.",
+            "admin_area",
+            "code",
+            ("code", "name", "name_en", "level", "parent_code"),
+            "MultiPolygon",
+            "level = 'city'",
+            scope_kind="area",
+        ),
         Layer(
             "districts",
             "区 Districts",
@@ -46,6 +74,7 @@ LAYERS: dict[str, Layer] = {
             "MultiPolygon",
             "level = 'district'",
             filters={"parent": "parent_code"},
+            scope_kind="area",
         ),
         Layer(
             "towns",
@@ -57,6 +86,7 @@ LAYERS: dict[str, Layer] = {
             "MultiPolygon",
             "level = 'town'",
             filters={"parent": "parent_code"},
+            scope_kind="area",
         ),
         Layer(
             "communities",
@@ -68,6 +98,7 @@ LAYERS: dict[str, Layer] = {
             "MultiPolygon",
             "level = 'community'",
             filters={"parent": "parent_code"},
+            scope_kind="area",
         ),
         Layer(
             "grids",
@@ -79,6 +110,7 @@ LAYERS: dict[str, Layer] = {
             "MultiPolygon",
             "valid_to IS NULL",
             filters={"community": "community_code"},
+            scope_kind="grid",
         ),
         Layer(
             "enterprises",
@@ -101,6 +133,39 @@ LAYERS: dict[str, Layer] = {
             "Point",
             key_is_int=True,
             filters={"type": "outlet_type"},
+        ),
+        Layer(
+            "incidents",
+            "事件 Incidents",
+            "Reported incidents. Planners get the unit grid and H3 cell, not the point or the "
+            "reporter.",
+            "incident",
+            "id",
+            (
+                "category_code",
+                "category_name",
+                "reported_at",
+                "source",
+                "grid_code",
+                "reporter_name",
+                "reporter_phone",
+                "device_id",
+            ),
+            "Point",
+            key_is_int=True,
+            filters={"category": "category_code", "source": "source"},
+            restricted_properties=(
+                "category_code",
+                "category_name",
+                "reported_at",
+                "source",
+                "grid_code",
+            ),
+            from_sql=(
+                "(SELECT i.*, c.code AS category_code, c.name_zh AS category_name, "
+                "g.code AS grid_code FROM incident i JOIN category c ON c.id = i.category_id "
+                "LEFT JOIN unit_grid g ON g.id = i.grid_id)"
+            ),
         ),
     )
 }
@@ -170,13 +235,39 @@ def _parse_cursor(layer: Layer, raw: str | None) -> Any:
     return raw
 
 
-def _feature_sql(layer: Layer) -> str:
-    props = ", ".join(f"'{p}', {p}" for p in layer.properties)
+def _feature_sql(layer: Layer, properties: tuple[str, ...], geometry: bool = True) -> str:
+    props = ", ".join(f"'{p}', t.{p}" for p in properties)
+    geom = "ST_AsGeoJSON(t.geom, 7)::json" if geometry else "NULL::json"
     return (
-        f"json_build_object('type', 'Feature', 'id', {layer.key}, "
-        "'geometry', ST_AsGeoJSON(geom, 7)::json, "
+        f"json_build_object('type', 'Feature', 'id', t.{layer.key}, 'geometry', {geom}, "
         f"'properties', json_build_object({props}))"
     )
+
+
+def _select(layer: Layer, scope: Scope) -> str:
+    """The SELECT list and FROM of a layer: the feature as each kind of reader may see it."""
+    source = layer.from_sql or layer.table
+    full = _feature_sql(layer, layer.properties)
+    if layer.restricted_properties is None:
+        restricted = "NULL::json"
+        full_ok = "true"
+    else:
+        restricted = _feature_sql(layer, layer.restricted_properties, geometry=False)
+        full_ok = scope.point_in_full("t.geom")
+    return (
+        f"SELECT t.{layer.key} AS key, {full_ok} AS full_ok, {full} AS feature, "
+        f"{restricted} AS restricted, ST_X(ST_PointOnSurface(t.geom)) AS lon, "
+        f"ST_Y(ST_PointOnSurface(t.geom)) AS lat FROM {source} AS t"
+    )
+
+
+def _as_seen(row: Any) -> dict[str, Any]:
+    """Restricted readers get the feature without personal data, located by its H3 cell."""
+    if row.full_ok:
+        return row.feature
+    feature = row.restricted
+    feature["properties"]["h3_cell"] = h3.latlng_to_cell(row.lat, row.lon, PLANNER_H3_RESOLUTION)
+    return feature
 
 
 def feature_page(
@@ -187,58 +278,64 @@ def feature_page(
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
     filters: Mapping[str, str] | None = None,
+    scope: Scope = EVERYTHING,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of features after ``cursor``; returns them and the next cursor (or None)."""
-    clauses = [layer.where]
-    params: dict[str, Any] = {"limit": limit + 1}
+    """One page of the features ``scope`` may see after ``cursor``, and the next cursor."""
+    clauses = [layer.where, layer.scope_condition(scope)]
+    params: dict[str, Any] = {"limit": limit + 1, **scope.params()}
     if bbox is not None:
         clauses.append(
-            "geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) "
-            "AND ST_Intersects(geom, ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326))"
+            "t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) "
+            "AND ST_Intersects(t.geom, ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326))"
         )
         params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
     after = _parse_cursor(layer, cursor)
     if after is not None:
-        clauses.append(f"{layer.key} > :after")
+        clauses.append(f"t.{layer.key} > :after")
         params["after"] = after
     for name, value in (filters or {}).items():
         column = layer.filters.get(name)
         if column is None:
             continue
-        clauses.append(f"{column}::text = :f_{name}")
+        clauses.append(f"t.{column}::text = :f_{name}")
         params[f"f_{name}"] = value
     rows = session.execute(
         text(
-            f"SELECT {layer.key} AS key, {_feature_sql(layer)} AS feature FROM {layer.table} "
-            f"WHERE {' AND '.join(clauses)} ORDER BY {layer.key} LIMIT :limit"
+            f"{_select(layer, scope)} WHERE {' AND '.join(clauses)} "
+            f"ORDER BY t.{layer.key} LIMIT :limit"
         ),
         params,
     ).all()
     next_cursor = str(rows[limit - 1].key) if len(rows) > limit else None
-    return [r.feature for r in rows[:limit]], next_cursor
+    return [_as_seen(r) for r in rows[:limit]], next_cursor
 
 
-def get_feature(session: Session, layer: Layer, feature_id: str) -> dict[str, Any]:
+def get_feature(
+    session: Session, layer: Layer, feature_id: str, scope: Scope = EVERYTHING
+) -> dict[str, Any]:
+    """One feature by id; NotFound when it does not exist or lies outside ``scope``."""
     if layer.key_is_int and not feature_id.isdigit():
         raise NotFound(f"no feature {feature_id!r} in {layer.id}")
     key = int(feature_id) if layer.key_is_int else feature_id
     row = session.execute(
         text(
-            f"SELECT {_feature_sql(layer)} AS feature FROM {layer.table} "
-            f"WHERE {layer.where} AND {layer.key} = :key"
+            f"{_select(layer, scope)} WHERE {layer.where} AND {layer.scope_condition(scope)} "
+            f"AND t.{layer.key} = :key"
         ),
-        {"key": key},
+        {"key": key, **scope.params()},
     ).first()
     if row is None:
         raise NotFound(f"no feature {feature_id!r} in {layer.id}")
-    return row.feature
+    return _as_seen(row)
 
 
-def layer_extent(session: Session, layer: Layer) -> list[float] | None:
+def layer_extent(session: Session, layer: Layer, scope: Scope = EVERYTHING) -> list[float] | None:
     box = session.execute(
         text(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
-            f"(SELECT ST_Extent(geom) AS e FROM {layer.table} WHERE {layer.where}) s"
-        )
+            f"(SELECT ST_Extent(t.geom) AS e FROM {layer.from_sql or layer.table} AS t "
+            f"WHERE {layer.where} AND {layer.scope_condition(scope)}) s"
+        ),
+        scope.params(),
     ).one()
     return None if box[0] is None else [float(v) for v in box]

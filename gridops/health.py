@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridops import migrate
+from gridops.auth.web import public
 from gridops.db import get_session
 from gridops.errors import ServiceUnavailable
 
@@ -50,5 +51,6 @@ def check_health(session: Session) -> dict[str, Any]:
 
 
 @bp.get("/health")
+@public
 def health() -> ResponseReturnValue:
     return jsonify(check_health(get_session()))

@@ -10,9 +10,17 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
-from gridops.api import GEOJSON, geojson_response, layer_page_response
+from gridops.api import (
+    GEOJSON,
+    actor_scope,
+    feature_in_scope,
+    geojson_response,
+    layer_page_response,
+)
+from gridops.auth.web import current_actor, public, requires
 from gridops.db import get_session
-from gridops.features import LAYERS, Layer, get_feature, get_layer, layer_extent
+from gridops.errors import NotFound
+from gridops.features import LAYERS, Layer, get_layer, layer_extent
 
 bp = Blueprint("ogc", __name__)
 
@@ -57,12 +65,25 @@ def landing_page() -> Response:
 
 
 @bp.get("/conformance")
+@public
 def conformance() -> ResponseReturnValue:
     return jsonify({"conformsTo": CONFORMANCE})
 
 
+def _visible_layers() -> list[Layer]:
+    actor = current_actor()
+    return [layer for layer in LAYERS.values() if actor is not None and actor.may(layer.permission)]
+
+
+def _layer_for_actor(collection_id: str) -> Layer:
+    layer = get_layer(collection_id)
+    if layer not in _visible_layers():
+        raise NotFound(f"no collection {collection_id!r}")
+    return layer
+
+
 def _collection(layer: Layer) -> dict[str, Any]:
-    extent = layer_extent(get_session(), layer)
+    extent = layer_extent(get_session(), layer, actor_scope())
     body: dict[str, Any] = {
         "id": layer.id,
         "title": layer.title,
@@ -88,10 +109,11 @@ def _collection(layer: Layer) -> dict[str, Any]:
 
 
 @bp.get("/collections")
+@requires("read:map")
 def collections() -> ResponseReturnValue:
     return jsonify(
         {
-            "collections": [_collection(layer) for layer in LAYERS.values()],
+            "collections": [_collection(layer) for layer in _visible_layers()],
             "links": [
                 {
                     "rel": "self",
@@ -104,17 +126,19 @@ def collections() -> ResponseReturnValue:
 
 
 @bp.get("/collections/<collection_id>")
+@requires("read:map")
 def collection(collection_id: str) -> ResponseReturnValue:
-    return jsonify(_collection(get_layer(collection_id)))
+    return jsonify(_collection(_layer_for_actor(collection_id)))
 
 
 @bp.get("/collections/<collection_id>/items")
+@requires("read:map")
 def items(collection_id: str) -> ResponseReturnValue:
-    layer = get_layer(collection_id)
+    layer = _layer_for_actor(collection_id)
     return layer_page_response(layer, "ogc.items", clamp_limit=True, collection_id=layer.id)
 
 
 @bp.get("/collections/<collection_id>/items/<feature_id>")
+@requires("read:map")
 def item(collection_id: str, feature_id: str) -> ResponseReturnValue:
-    layer = get_layer(collection_id)
-    return geojson_response(get_feature(get_session(), layer, feature_id))
+    return geojson_response(feature_in_scope(_layer_for_actor(collection_id), feature_id))

@@ -192,3 +192,73 @@ def session(connection: Connection) -> Iterator[Session]:
     """An ORM session inside the test's transaction; its commits are savepoints."""
     with Session(bind=connection, join_transaction_mode="create_savepoint") as db_session:
         yield db_session
+
+
+# -- people --------------------------------------------------------------------------------
+
+TEST_PASSWORD = "Lychee-Bridge-Kiln-47"
+
+
+@pytest.fixture
+def make_user(session):
+    """Create a user with one role (and its scope) in the test's transaction.
+
+    ``make_user("inspector", grid_codes=[...])`` → (user_id, username). The password is
+    ``TEST_PASSWORD``.
+    """
+    from gridops.auth import service as auth
+
+    counter = iter(range(1, 10_000))
+
+    def create(role: str | None = None, username: str | None = None, **scope):
+        name = username or f"{role or 'nobody'}{next(counter)}".replace("_", "-")
+        user_id = auth.create_user(session, name, TEST_PASSWORD)
+        if role:
+            auth.assign_role(session, user_id, role, **scope)
+        session.commit()
+        return user_id, name
+
+    return create
+
+
+@pytest.fixture
+def token_for(session):
+    """A device token for a user id (created in the test's transaction)."""
+    from gridops.auth import service as auth
+
+    def create(user_id: int, name: str = "test tablet", days: int = 30) -> str:
+        _, token = auth.create_token(session, user_id, name, days=days)
+        session.commit()
+        return token
+
+    return create
+
+
+@pytest.fixture
+def admin_client(app, make_user, token_for):
+    """A test client that sends an admin's device token with every request."""
+    user_id, _ = make_user("admin")
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token_for(user_id)}"
+    return test_client
+
+
+@pytest.fixture(scope="session")
+def live_admin(engine) -> tuple[str, str]:
+    """An admin committed to the test database, for pages served by ``live_server``."""
+    from gridops.auth import service as auth
+
+    name = f"live-admin-{uuid.uuid4().hex[:6]}"
+    with Session(engine) as db:
+        user_id = auth.create_user(db, name, TEST_PASSWORD)
+        auth.assign_role(db, user_id, "admin")
+        db.commit()
+    return name, TEST_PASSWORD
+
+
+def sign_in(page, base_url: str, username: str, password: str) -> None:
+    page.goto(base_url + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")

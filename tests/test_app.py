@@ -111,7 +111,8 @@ def test_unexpected_error_is_a_500_problem_without_internals(app):
     assert "secret internals" not in response.get_data(as_text=True)
 
 
-def test_index_page_is_chinese_first_with_english_available(client):
+def test_index_page_is_chinese_first_with_english_available(admin_client):
+    client = admin_client
     zh = client.get("/")
     assert zh.status_code == 200
     assert "网格化管理" in zh.get_data(as_text=True)

@@ -102,8 +102,8 @@ def test_stored_topology_is_clean_then_flags_an_overlap(hierarchy):
 # -- HTTP ----------------------------------------------------------------------------------
 
 
-def test_locate_endpoint(client, hierarchy):
-    response = client.get("/api/v1/locate?lon=113.001&lat=23.01")
+def test_locate_endpoint(admin_client, hierarchy):
+    response = admin_client.get("/api/v1/locate?lon=113.001&lat=23.01")
     assert response.status_code == 200
     body = response.get_json()
     assert body["grid"]["code"] == "440604001001001"
@@ -119,15 +119,15 @@ def test_locate_endpoint(client, hierarchy):
         ("lon=23.01&lat=113.001", 422, "lat"),
     ],
 )
-def test_locate_endpoint_rejects_bad_points(client, hierarchy, query, status, field):
-    response = client.get(f"/api/v1/locate?{query}")
+def test_locate_endpoint_rejects_bad_points(admin_client, hierarchy, query, status, field):
+    response = admin_client.get(f"/api/v1/locate?{query}")
     assert response.status_code == status
     assert response.mimetype == "application/problem+json"
     assert field in [e["field"] for e in response.get_json()["errors"]]
 
 
-def test_grids_bbox_and_keyset_paging(client, hierarchy):
-    response = client.get("/api/v1/grids?bbox=113.0,23.0,113.011,23.02&limit=2")
+def test_grids_bbox_and_keyset_paging(admin_client, hierarchy):
+    response = admin_client.get("/api/v1/grids?bbox=113.0,23.0,113.011,23.02&limit=2")
     assert response.status_code == 200
     assert response.mimetype == "application/geo+json"
     page = response.get_json()
@@ -138,7 +138,7 @@ def test_grids_bbox_and_keyset_paging(client, hierarchy):
     seen = [ft["id"] for ft in page["features"]]
     next_link = [link for link in page["links"] if link["rel"] == "next"]
     assert next_link and 'rel="next"' in response.headers["Link"]
-    follow = client.get(next_link[0]["href"].replace("http://localhost", ""))
+    follow = admin_client.get(next_link[0]["href"].replace("http://localhost", ""))
     seen += [ft["id"] for ft in follow.get_json()["features"]]
     assert seen == [f"440604001001{i:03d}" for i in (1, 2, 3)]
     assert not [link for link in follow.get_json()["links"] if link["rel"] == "next"]
@@ -156,59 +156,62 @@ def test_grids_bbox_and_keyset_paging(client, hierarchy):
         "limit=x",
     ],
 )
-def test_bad_list_parameters_are_422_naming_the_field(client, hierarchy, query):
-    response = client.get(f"/api/v1/grids?{query}")
+def test_bad_list_parameters_are_422_naming_the_field(admin_client, hierarchy, query):
+    response = admin_client.get(f"/api/v1/grids?{query}")
     assert response.status_code == 422
     field = query.split("=")[0]
     assert response.get_json()["errors"][0]["field"] == field
 
 
-def test_areas_by_level_and_parent_and_one_area(client, hierarchy):
-    body = client.get("/api/v1/areas?level=community&parent=440604001").get_json()
+def test_areas_by_level_and_parent_and_one_area(admin_client, hierarchy):
+    body = admin_client.get("/api/v1/areas?level=community&parent=440604001").get_json()
     assert [ft["id"] for ft in body["features"]] == ["440604001001", "440604001002"]
-    one = client.get("/api/v1/areas/440604001").get_json()
+    one = admin_client.get("/api/v1/areas/440604001").get_json()
     assert one["properties"]["name"] == "祖庙街道"
     assert [c["code"] for c in one["properties"]["children"]] == ["440604001001", "440604001002"]
-    assert client.get("/api/v1/areas/999999").status_code == 404
-    assert client.get("/api/v1/areas?level=planet").status_code == 422
-    tree = client.get("/api/v1/areas/tree").get_json()["areas"]
+    assert admin_client.get("/api/v1/areas/999999").status_code == 404
+    assert admin_client.get("/api/v1/areas?level=planet").status_code == 422
+    tree = admin_client.get("/api/v1/areas/tree").get_json()["areas"]
     assert tree[0]["code"] == "440600"
     assert tree[0]["children"][0]["children"][0]["children"][0]["grids"] == 4
 
 
-def test_enterprises_and_outlets_layers(client, hierarchy, tmp_path):
+def test_enterprises_and_outlets_layers(admin_client, hierarchy, tmp_path):
     rows = [f.enterprise(113.001, 23.01)]
     run_import(hierarchy, "enterprises", f.write(tmp_path / "e.gpkg", rows))
-    body = client.get("/api/v1/enterprises?bbox=113,23,113.01,23.02").get_json()
+    body = admin_client.get("/api/v1/enterprises?bbox=113,23,113.01,23.02").get_json()
     assert [ft["properties"]["name"] for ft in body["features"]] == ["甲公司"]
     assert (
-        client.get("/api/v1/enterprises?bbox=113.03,23,113.04,23.02").get_json()["features"] == []
+        admin_client.get("/api/v1/enterprises?bbox=113.03,23,113.04,23.02").get_json()["features"]
+        == []
     )
     fid = body["features"][0]["id"]
-    assert client.get(f"/api/v1/enterprises/{fid}").get_json()["properties"]["name"] == "甲公司"
-    assert client.get("/api/v1/enterprises/nope").status_code == 404
+    assert (
+        admin_client.get(f"/api/v1/enterprises/{fid}").get_json()["properties"]["name"] == "甲公司"
+    )
+    assert admin_client.get("/api/v1/enterprises/nope").status_code == 404
 
 
-def test_ogc_api_features_for_qgis(client, hierarchy):
-    landing = client.get("/", headers={"Accept": "application/json"})
+def test_ogc_api_features_for_qgis(admin_client, hierarchy):
+    landing = admin_client.get("/", headers={"Accept": "application/json"})
     assert landing.mimetype == "application/json"
     rels = {link["rel"] for link in landing.get_json()["links"]}
     assert {"conformance", "data"} <= rels
-    conformance = client.get("/conformance").get_json()["conformsTo"]
+    conformance = admin_client.get("/conformance").get_json()["conformsTo"]
     assert any(c.endswith("/conf/geojson") for c in conformance)
-    collections = client.get("/collections").get_json()["collections"]
+    collections = admin_client.get("/collections").get_json()["collections"]
     ids = {c["id"] for c in collections}
     assert {"districts", "towns", "communities", "grids", "enterprises", "outlets"} <= ids
     grids = next(c for c in collections if c["id"] == "grids")
     assert grids["extent"]["spatial"]["bbox"][0] == pytest.approx([113.0, 23.0, 113.04, 23.02])
-    items = client.get("/collections/grids/items?limit=3")
+    items = admin_client.get("/collections/grids/items?limit=3")
     assert items.mimetype == "application/geo+json"
     body = items.get_json()
     assert body["type"] == "FeatureCollection" and body["numberReturned"] == 3
-    one = client.get("/collections/grids/items/440604001002004").get_json()
+    one = admin_client.get("/collections/grids/items/440604001002004").get_json()
     assert one["properties"]["community_code"] == "440604001002"
-    assert client.get("/collections/rivers/items").status_code == 404
-    big = client.get("/collections/grids/items?limit=100000")  # QGIS asks for large pages
+    assert admin_client.get("/collections/rivers/items").status_code == 404
+    big = admin_client.get("/collections/grids/items?limit=100000")  # QGIS asks for large pages
     assert big.status_code == 200 and big.get_json()["numberReturned"] == 8
-    assert client.get("/collections/grids/items?limit=0").status_code == 422
-    assert client.get("/").mimetype == "text/html"
+    assert admin_client.get("/collections/grids/items?limit=0").status_code == 422
+    assert admin_client.get("/").mimetype == "text/html"

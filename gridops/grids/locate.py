@@ -20,6 +20,7 @@ from shapely import STRtree
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from gridops.auth.actor import Scope
 from gridops.errors import FieldError, InvalidInput
 
 NO_GRID = -1
@@ -86,9 +87,20 @@ LOCATE_SQL = text(
 )
 
 
-def locate(session: Session, lon: float, lat: float) -> Location:
-    """The unit grid and areas of a point; raises OutsideJurisdiction outside every area."""
+def locate(session: Session, lon: float, lat: float, scope: Scope | None = None) -> Location:
+    """The unit grid and areas of a point; raises OutsideJurisdiction outside every area, or
+    outside ``scope`` (an actor's jurisdiction) when one is given."""
     check_lonlat(lon, lat)
+    if scope is not None and not scope.everything:
+        inside = session.execute(
+            text("SELECT " + scope.point_visible("ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)")),
+            {"lon": lon, "lat": lat, **scope.params()},
+        ).scalar()
+        if not inside:
+            raise OutsideJurisdiction(
+                f"the point {lon}, {lat} is outside your jurisdiction",
+                [FieldError("lon,lat", "outside the areas and grids you are responsible for")],
+            )
     rows = session.execute(LOCATE_SQL, {"lon": lon, "lat": lat}).all()
     areas = {r.level: {"code": r.code, "name": r.name} for r in rows if r.code is not None}
     if not areas:

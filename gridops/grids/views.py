@@ -6,7 +6,8 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from gridops.api import geojson_response, layer_page_response
+from gridops.api import actor_scope, feature_in_scope, geojson_response, layer_page_response
+from gridops.auth.web import requires
 from gridops.db import get_session
 from gridops.errors import FieldError, InvalidInput, NotFound
 from gridops.features import LAYERS, get_feature
@@ -15,34 +16,45 @@ from gridops.grids.locate import locate
 
 bp = Blueprint("grids", __name__, url_prefix="/api/v1")
 
-LEVEL_LAYER = {"district": "districts", "town": "towns", "community": "communities"}
+LEVEL_LAYER = {
+    "city": "cities",
+    "district": "districts",
+    "town": "towns",
+    "community": "communities",
+}
+LISTED_LEVELS = ("district", "town", "community")
 
 
 @bp.get("/areas")
+@requires("read:map")
 def areas() -> ResponseReturnValue:
     """Areas of one level (default: districts), optionally under one parent."""
     level = request.args.get("level", "district")
-    if level not in LEVEL_LAYER:
+    if level not in LISTED_LEVELS:
         raise InvalidInput(
-            f"level must be one of {', '.join(LEVEL_LAYER)}",
+            f"level must be one of {', '.join(LISTED_LEVELS)}",
             [FieldError("level", f"{level!r} is not a level with areas below the city")],
         )
     return layer_page_response(LAYERS[LEVEL_LAYER[level]], "grids.areas")
 
 
 @bp.get("/areas/tree")
+@requires("read:map")
 def area_tree() -> ResponseReturnValue:
-    """The whole hierarchy without geometry, nested, for pickers and filters."""
+    """The hierarchy the actor may see, without geometry, nested, for pickers and filters."""
+    scope = actor_scope()
     rows = (
         get_session()
         .execute(
             text(
-                "SELECT a.code, a.name, a.level, a.parent_code, "
-                "(SELECT count(*) FROM unit_grid g WHERE g.community_code = a.code "
+                "SELECT t.code, t.name, t.level, t.parent_code, "
+                "(SELECT count(*) FROM unit_grid g WHERE g.community_code = t.code "
                 " AND g.valid_to IS NULL) AS grids "
-                "FROM admin_area a ORDER BY array_position(ARRAY['city','district','town',"
-                "'community'], a.level::text), a.code"
-            )
+                f"FROM admin_area t WHERE {scope.area_visible('t.code')} "
+                "ORDER BY array_position(ARRAY['city','district','town','community'], "
+                "t.level::text), t.code"
+            ),
+            scope.params(),
         )
         .all()
     )
@@ -59,30 +71,23 @@ def area_tree() -> ResponseReturnValue:
 
 
 @bp.get("/areas/<code>")
+@requires("read:map")
 def area(code: str) -> ResponseReturnValue:
+    """One area with the children the actor may see; 404 outside the actor's scope."""
     session = get_session()
+    scope = actor_scope()
     level = session.execute(
         text("SELECT level FROM admin_area WHERE code = :code"), {"code": code}
     ).scalar()
     if level is None:
         raise NotFound(f"no area {code!r}")
-    layer_id = LEVEL_LAYER.get(level)
-    if layer_id is None:  # the city itself
-        row = session.execute(
-            text(
-                "SELECT json_build_object('type', 'Feature', 'id', code, "
-                "'geometry', ST_AsGeoJSON(geom, 7)::json, 'properties', json_build_object("
-                "'code', code, 'name', name, 'name_en', name_en, 'level', level, "
-                "'parent_code', parent_code)) FROM admin_area WHERE code = :code"
-            ),
-            {"code": code},
-        ).scalar_one()
-        feature = row
-    else:
-        feature = get_feature(session, LAYERS[layer_id], code)
+    feature = get_feature(session, LAYERS[LEVEL_LAYER[level]], code, scope)
     children = session.execute(
-        text("SELECT code, name, level FROM admin_area WHERE parent_code = :code ORDER BY code"),
-        {"code": code},
+        text(
+            "SELECT t.code, t.name, t.level FROM admin_area t WHERE t.parent_code = :code "
+            f"AND {scope.area_visible('t.code')} ORDER BY t.code"
+        ),
+        {"code": code, **scope.params()},
     ).all()
     feature["properties"]["children"] = [
         {"code": c.code, "name": c.name, "level": c.level} for c in children
@@ -91,13 +96,15 @@ def area(code: str) -> ResponseReturnValue:
 
 
 @bp.get("/grids")
+@requires("read:map")
 def grids() -> ResponseReturnValue:
     return layer_page_response(LAYERS["grids"], "grids.grids")
 
 
 @bp.get("/grids/<code>")
+@requires("read:map")
 def grid(code: str) -> ResponseReturnValue:
-    return geojson_response(get_feature(get_session(), LAYERS["grids"], code))
+    return geojson_response(feature_in_scope(LAYERS["grids"], code))
 
 
 def _coordinate(name: str) -> float:
@@ -113,6 +120,8 @@ def _coordinate(name: str) -> float:
 
 
 @bp.get("/locate")
+@requires("read:map")
 def locate_point() -> ResponseReturnValue:
     """``?lon=&lat=``: the unit grid, community, town and district holding the point."""
-    return jsonify(locate(get_session(), _coordinate("lon"), _coordinate("lat")).as_dict())
+    lon, lat = _coordinate("lon"), _coordinate("lat")
+    return jsonify(locate(get_session(), lon, lat, actor_scope()).as_dict())

@@ -66,3 +66,7 @@ class Incident(Base):
     grid_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("unit_grid.id", ondelete="RESTRICT")
     )
+    # Personal data: never serialised for planners or the public.
+    reporter_name: Mapped[str | None] = mapped_column(String(100))
+    reporter_phone: Mapped[str | None] = mapped_column(String(40))
+    device_id: Mapped[str | None] = mapped_column(String(100))

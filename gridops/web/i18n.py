@@ -20,6 +20,15 @@ MESSAGES: dict[str, dict[str, str]] = {
     "nav.health": {"zh": "系统状态", "en": "System status"},
     "nav.language": {"zh": "English", "en": "中文"},
     "map.caption": {"zh": "佛山市网格地图", "en": "Foshan grid map"},
+    "login.title": {"zh": "登录", "en": "Sign in"},
+    "login.username": {"zh": "用户名", "en": "Username"},
+    "login.password": {"zh": "密码", "en": "Password"},
+    "login.submit": {"zh": "登录", "en": "Sign in"},
+    "login.failed": {
+        "zh": "用户名或密码错误，或账号已停用。",
+        "en": "Wrong username or password, or the account is disabled.",
+    },
+    "nav.logout": {"zh": "退出", "en": "Sign out"},
 }
 
 
