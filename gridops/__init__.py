@@ -40,6 +40,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from gridops.web import i18n
     from gridops.web.views import bp as web_bp
 
+    # First of the before-request hooks: every later one (and every error) may log it.
+    @app.before_request
+    def _request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if 0 < len(incoming) <= 64 else uuid.uuid4().hex
+
     db.init_app(app)
     errors.register_error_handlers(app)
     i18n.init_app(app)
@@ -52,11 +58,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     auth_web.check_declarations(app)
     register_commands(app.cli)
-
-    @app.before_request
-    def _request_id() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if 0 < len(incoming) <= 64 else uuid.uuid4().hex
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:

@@ -197,6 +197,8 @@ def demo_load(data_dir: Path) -> None:
 
 
 def register_data_commands(group: click.Group) -> None:
-    for command in (import_command, grids_cli, demo_cli):
+    from gridops.auth.commands import users_cli
+
+    for command in (import_command, grids_cli, demo_cli, users_cli):
         if command.name not in group.commands:
             group.add_command(command)

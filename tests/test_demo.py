@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, make_url, pool, text
 from sqlalchemy.orm import Session
 
 from gridops import create_app, migrate
+from gridops.auth.service import authenticate
 from gridops.cli import main
 from gridops.demo import load_demo
 from gridops.grids.topology import check_stored
@@ -123,8 +124,42 @@ def test_demo_grids_check_command_passes(demo, monkeypatch):
     assert "0 problem(s)" in result.output
 
 
-def test_demo_through_the_api(demo):
+def test_demo_users_then_the_api_as_each_of_them(demo, monkeypatch):
+    monkeypatch.setenv("GRIDOPS_DATABASE_URL", demo[0])
+    first = CliRunner().invoke(main, ["demo", "users"])
+    again = CliRunner().invoke(main, ["demo", "users"])  # idempotent
+    assert first.exit_code == again.exit_code == 0, first.output + again.output
+    assert first.output == again.output and "demo.inspector" in first.output
     client = create_app(app_config(demo[0])).test_client()
+    tokens = {}
+    engine = create_engine(demo[0], poolclass=pool.NullPool)
+    for line in first.output.splitlines()[1:]:
+        username, password = line.split()[:2]
+        with Session(engine) as db:  # the printed password is the one that works
+            assert authenticate(db, username, password, "127.0.0.1") > 0
+            db.commit()
+        token = CliRunner().invoke(main, ["users", "token", username, "test"]).output.strip()
+        tokens[username] = {"Authorization": f"Bearer {token}"}
+    # The inspector sees only the grids of the demo community; the planner no reporter data.
+    grids = client.get("/api/v1/grids?limit=1000", headers=tokens["demo.inspector"]).get_json()
+    assert grids["features"] and all(f["id"].startswith("440604012001") for f in grids["features"])
+    nanhai = client.get("/api/v1/areas/440605", headers=tokens["demo.inspector"])
+    assert nanhai.status_code == 404
+    incidents = client.get("/api/v1/incidents?limit=50", headers=tokens["demo.planner"]).get_json()
+    assert incidents["features"] and all(
+        f["geometry"] is None and "reporter_phone" not in f["properties"]
+        for f in incidents["features"]
+    )
+    admin = client.get("/api/v1/admin/users", headers=tokens["demo.admin"]).get_json()
+    assert {u["username"] for u in admin["users"]} >= {"demo.admin", "demo.planner"}
+
+
+def test_demo_through_the_api(demo, monkeypatch):
+    monkeypatch.setenv("GRIDOPS_DATABASE_URL", demo[0])
+    CliRunner().invoke(main, ["demo", "users"])
+    token = CliRunner().invoke(main, ["users", "token", "demo.admin", "api"]).output.strip()
+    client = create_app(app_config(demo[0])).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     districts = client.get("/collections/districts/items").get_json()
     assert {f["properties"]["name"] for f in districts["features"]} == {
         "禅城区",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from gridops.auth.passwords import dummy_verify, hash_password, password_problem
 from gridops.errors import Conflict, FieldError, GridopsError, InvalidInput, NotFound
 
 TOKEN_PREFIX = "gdo_"
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")  # as the database's CHECK
 
 
 @dataclass
