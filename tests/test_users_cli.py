@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import text
 
 from gridops.importing import run_import
@@ -40,3 +42,25 @@ def test_create_assign_token_disable(runner, session, tmp_path, app):
         text("SELECT is_active FROM app_user WHERE username = 'chen.wei'")
     ).scalar()
     assert active is False
+
+
+def test_token_use_is_audited_once_an_hour(app, make_user, token_for, engine, session):
+    user_id, name = make_user("admin", username=f"audited-{uuid.uuid4().hex[:8]}")
+    headers = {"Authorization": f"Bearer {token_for(user_id)}"}
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/api/v1/me", headers=headers).status_code == 200
+    with engine.connect() as conn:
+        used = conn.execute(
+            text("SELECT count(*) FROM audit_event WHERE event = 'token_used' AND actor = :a"),
+            {"a": name},
+        ).scalar()
+    assert used == 1
+    session.execute(text("UPDATE api_token SET last_used_at = last_used_at - interval '2 hours'"))
+    client.get("/api/v1/me", headers=headers)
+    with engine.connect() as conn:
+        used = conn.execute(
+            text("SELECT count(*) FROM audit_event WHERE event = 'token_used' AND actor = :a"),
+            {"a": name},
+        ).scalar()
+    assert used == 2

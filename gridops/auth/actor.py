@@ -63,6 +63,7 @@ class Actor:
     via: str = "session"  # session | token
     token_id: int | None = None
     session_id: int | None = None
+    token_first_use_in_hour: bool = False
 
     @property
     def roles(self) -> set[str]:

@@ -19,6 +19,8 @@ from gridops.auth.passwords import dummy_verify, hash_password, password_problem
 from gridops.errors import Conflict, FieldError, GridopsError, InvalidInput, NotFound
 
 TOKEN_PREFIX = "gdo_"
+# A tablet syncing all day would flood the audit log; its use is logged once an hour.
+TOKEN_USE_AUDIT_EVERY = timedelta(hours=1)
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")  # as the database's CHECK
 
 
@@ -429,11 +431,22 @@ def actor_for_token(session: Session, token: str) -> Actor | None:
     ).first()
     if row is None or not hmac.compare_digest(bytes(row.secret_hash), _digest(secret)):
         return None
-    session.execute(
-        text("UPDATE api_token SET last_used_at = clock_timestamp() WHERE id = :id"),
+    previous = session.execute(
+        text(
+            "WITH old AS (SELECT last_used_at FROM api_token WHERE id = :id) "
+            "UPDATE api_token SET last_used_at = clock_timestamp() WHERE id = :id "
+            "RETURNING (SELECT last_used_at FROM old)"
+        ),
         {"id": row.id},
+    ).scalar()
+    now = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    return load_actor(
+        session,
+        row.user_id,
+        via="token",
+        token_id=row.id,
+        token_first_use_in_hour=previous is None or now - previous > TOKEN_USE_AUDIT_EVERY,
     )
-    return load_actor(session, row.user_id, via="token", token_id=row.id)
 
 
 def list_tokens(session: Session, user_id: int) -> list[dict[str, Any]]:

@@ -99,6 +99,13 @@ def _load_token(req: Any) -> SignedIn | None:
     if actor is None:
         audit.record("token_rejected", detail={"prefix": token[:12]})
         return None
+    if actor.token_first_use_in_hour:
+        audit.record(
+            "token_used",
+            actor_id=actor.user_id,
+            actor=actor.username,
+            detail={"token": actor.token_id, "path": req.path},
+        )
     return SignedIn(actor)
 
 
