@@ -19,6 +19,9 @@ from gridops.errors import FieldError, InvalidInput, NotFound
 
 EVERYTHING = Scope(everything=True)
 PLANNER_H3_RESOLUTION = 9  # about 0.1 km²: where, without saying at which door
+# Restricted readers filter by a point snapped to this grid (degrees, about 200 m), so that a
+# tiny bbox cannot find the exact point that their H3 cell hides.
+RESTRICTED_SNAP_DEG = 0.002
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -166,6 +169,7 @@ LAYERS: dict[str, Layer] = {
                 "g.code AS grid_code FROM incident i JOIN category c ON c.id = i.category_id "
                 "LEFT JOIN unit_grid g ON g.id = i.grid_id)"
             ),
+            permission="read:incidents",
         ),
     )
 }
@@ -284,10 +288,16 @@ def feature_page(
     clauses = [layer.where, layer.scope_condition(scope)]
     params: dict[str, Any] = {"limit": limit + 1, **scope.params()}
     if bbox is not None:
-        clauses.append(
-            "t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) "
-            "AND ST_Intersects(t.geom, ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326))"
-        )
+        envelope = "ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"
+        if layer.restricted_properties is None or scope.everything:
+            clauses.append(f"t.geom && {envelope} AND ST_Intersects(t.geom, {envelope})")
+        else:
+            snapped = f"ST_SnapToGrid(t.geom, {RESTRICTED_SNAP_DEG})"
+            clauses.append(
+                f"t.geom && ST_Expand({envelope}, {RESTRICTED_SNAP_DEG}) AND CASE WHEN "
+                f"{scope.point_in_full('t.geom')} THEN ST_Intersects(t.geom, {envelope}) "
+                f"ELSE ST_Intersects({snapped}, {envelope}) END"
+            )
         params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
     after = _parse_cursor(layer, cursor)
     if after is not None:
@@ -330,6 +340,19 @@ def get_feature(
 
 
 def layer_extent(session: Session, layer: Layer, scope: Scope = EVERYTHING) -> list[float] | None:
+    """The layer's bounding box as this scope sees it. Where points are hidden from the reader
+    (planners and incidents), the box is that of the areas they may look at instead."""
+    if layer.restricted_properties is not None and not scope.everything:
+        box = session.execute(
+            text(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
+                "ST_Extent(geom) AS e FROM (SELECT geom FROM admin_area "
+                "WHERE code = ANY(:scope_all_areas) UNION ALL SELECT geom FROM unit_grid "
+                "WHERE valid_to IS NULL AND code = ANY(:scope_full_grids)) AS a) s"
+            ),
+            scope.params(),
+        ).one()
+        return None if box[0] is None else [float(v) for v in box]
     box = session.execute(
         text(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "

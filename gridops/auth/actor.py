@@ -32,8 +32,10 @@ ROLE_VERBS: dict[str, set[str]] = {
     "admin": {"*"},
 }
 
-# Roles that see records in full; a planner sees them without personal data or exact points.
-FULL_ACCESS_ROLES = {r for r in ROLES if r != "planner"}
+# Roles that see records in full. Planners see them without personal data or exact points;
+# so do department handlers until a case is routed to their department (the dispatch work
+# gives them their cases in full), because a department covers a whole district.
+FULL_ACCESS_ROLES = {r for r in ROLES if r not in ("planner", "department_handler")}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from gridops.auth import audit
 from gridops.auth import service as auth
 from gridops.auth.web import ANY_USER, SignedIn, current_actor, public, requires, session_policy
 from gridops.db import get_session
-from gridops.errors import FieldError, GridopsError, InvalidInput
+from gridops.errors import FieldError, GridopsError, InvalidInput, NotFound
 
 bp = Blueprint("auth", __name__)
 
@@ -26,7 +26,7 @@ def _json_body() -> dict[str, Any]:
 
 def _safe_next(target: str | None) -> str:
     # Only same-site paths: an open redirect after login would be a phishing aid.
-    if target and target.startswith("/") and not target.startswith("//"):
+    if target and target[:1] == "/" and target[1:2] not in "/\\" and target.isprintable():
         return target
     return "/"
 
@@ -133,6 +133,7 @@ def _session_only() -> None:
 @bp.get("/api/v1/tokens")
 @requires("self:tokens")
 def tokens() -> ResponseReturnValue:
+    _session_only()  # a stolen tablet token must not learn of the user's other devices
     actor = current_actor()
     assert actor is not None
     return jsonify({"tokens": auth.list_tokens(get_session(), actor.user_id)})
@@ -162,6 +163,9 @@ def token_create() -> ResponseReturnValue:
 def token_revoke(token_id: int) -> ResponseReturnValue:
     actor = current_actor()
     assert actor is not None
+    if actor.via == "token" and actor.token_id != token_id:
+        # A device may sign itself out (revoke its own token), not the user's other devices.
+        raise NotFound(f"no active token {token_id}")
     db = get_session()
     auth.revoke_token(db, actor.user_id, token_id)
     db.commit()

@@ -114,7 +114,7 @@ def authorize() -> Any:
     view = current_app.view_functions.get(request.endpoint or "")
     if view is None:  # 404/405 are answered by the router
         return None
-    if request.method not in SAFE_METHODS and _bearer() is None:
+    if request.method not in SAFE_METHODS and (_bearer() is None or current_user.get_id()):
         csrf.protect()
     permission = getattr(view, "gridops_permission", None)
     if permission is None:

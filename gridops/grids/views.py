@@ -76,8 +76,10 @@ def area(code: str) -> ResponseReturnValue:
     """One area with the children the actor may see; 404 outside the actor's scope."""
     session = get_session()
     scope = actor_scope()
+    # The level is looked up inside the scope: a foreign area and a missing one answer alike.
     level = session.execute(
-        text("SELECT level FROM admin_area WHERE code = :code"), {"code": code}
+        text(f"SELECT t.level FROM admin_area t WHERE t.code = :code AND {scope.area_visible()}"),
+        {"code": code, **scope.params()},
     ).scalar()
     if level is None:
         raise NotFound(f"no area {code!r}")

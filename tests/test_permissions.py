@@ -1,0 +1,1101 @@
+"""The permission matrix: every role × every route × own / sibling / foreign records.
+
+The routes are not listed here: they are read from the app's ``url_map`` when the tests are
+collected, and each is classified by its declared permission, its endpoint name and the layer
+registry (``gridops.features.LAYERS``). A route the generator cannot classify fails
+``test_route_is_classified[...]``, so a new route cannot slip past the matrix unexamined.
+
+Expectations come from the specification, not from the code under test:
+- a role without the route's verb (``ROLE_VERBS``) gets 403;
+- a record inside the actor's jurisdiction is found (200), one outside is not (404, never 403),
+  and lists hold exactly the records in the jurisdiction;
+- anonymous callers get 401 on the API (a redirect to /login on pages), unsafe requests
+  without a token are refused by CSRF before anything else;
+- planners see incidents without the reporter or the point (grid code and H3 cell instead).
+
+Each side's records carry canary strings (area, enterprise and outlet names, reporters' names,
+phones and devices); a canary of a side outside the actor's jurisdiction must not appear in any
+response to that actor, on any route, and no reporter canary in any response to a planner.
+
+Bugs the matrix found are kept at the end as regression tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import h3
+import pytest
+from flask import Flask
+from shapely.geometry import Point, box
+from sqlalchemy import text
+
+from gridops import create_app
+from gridops.auth.actor import ROLE_VERBS, ROLES
+from gridops.auth.web import ANY_USER, check_declarations
+from gridops.features import LAYERS
+from gridops.grids.locate import assign_grids
+from gridops.grids.views import LEVEL_LAYER, LISTED_LEVELS
+from gridops.importing import run_import
+from tests import factories as f
+from tests.conftest import TEST_PASSWORD
+
+# -- the routes, read once at collection time ----------------------------------------------
+
+# The app does not connect to its database when it is created: this one only lends its url_map.
+URL_MAP_APP = create_app(
+    {"ENV": "testing", "DATABASE_URL": "postgresql://x@y/z", "SECRET_KEY": "t"}
+)
+UNDECLARED = object()
+FLASK_STATIC = "static"  # Flask's own endpoint (not a gridops view; check_declarations agrees)
+ANONYMOUS = "anonymous"
+NO_ROLE = "no_role"  # signed in, but without any role assignment
+# See incidents without personal data or exact points (handlers: until cases are routed).
+RESTRICTED_ROLES = {"planner", "department_handler"}
+PERSONAL = ("reporter_name", "reporter_phone", "device_id")
+VIAS = ("token", "session")  # device token (Authorization: Bearer) or browser session cookie
+
+
+@dataclass(frozen=True)
+class Route:
+    rule: str
+    method: str
+    endpoint: str
+    permission: Any  # a verb, ANY_USER, None (public) or UNDECLARED
+    arguments: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.rsplit(".", 1)[-1]
+
+    @property
+    def safe(self) -> bool:
+        return self.method == "GET"
+
+    @property
+    def is_api(self) -> bool:
+        return self.rule.startswith(("/api/", "/collections"))
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.rule}"
+
+
+def app_routes(app: Flask) -> list[Route]:
+    routes = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == FLASK_STATIC:
+            continue
+        view = app.view_functions[rule.endpoint]
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            routes.append(
+                Route(
+                    rule.rule,
+                    method,
+                    rule.endpoint,
+                    getattr(view, "gridops_permission", UNDECLARED),
+                    tuple(sorted(rule.arguments)),
+                )
+            )
+    return routes
+
+
+class Unclassified(Exception):
+    pass
+
+
+# What each kind of route may take as URL variables.
+KIND_ARGUMENTS: dict[str, set[str]] = {
+    "public": set(),
+    "self": set(),
+    "admin": {"user_id", "assignment_id"},
+    "tokens": {"token_id"},
+    "layer": {"code", "feature_id"},
+    "areas": {"code"},
+    "area_tree": set(),
+    "locate": set(),
+    "collections": set(),
+    "collection": {"collection_id", "feature_id"},
+}
+RECORD_ARGUMENTS = {"code", "feature_id", "token_id"}  # URL variables naming a scoped record
+# Kinds whose unsafe methods the matrix knows what to expect of.
+UNSAFE_KINDS = {"public", "self", "admin", "tokens"}
+
+
+def classify(route: Route) -> tuple[str, str | None]:
+    """(kind, layer id or None) of a route, from its permission, endpoint name and LAYERS."""
+    permission, name = route.permission, route.name
+    if permission is UNDECLARED:
+        raise Unclassified("declares neither @requires nor @public")
+    layer = None
+    if permission is None:
+        kind = "public"
+    elif permission.startswith("admin:"):
+        kind = "admin"
+    elif permission == ANY_USER:
+        kind = "self"
+    elif route.endpoint.startswith("ogc."):
+        kind = "collection" if "collection_id" in route.arguments else name
+    elif name.startswith("token"):
+        kind = "tokens"
+    elif name.startswith("locate"):
+        kind = "locate"
+    elif name.startswith("area"):
+        kind = "area_tree" if name.endswith("_tree") else "areas"
+    elif name in LAYERS or f"{name}s" in LAYERS:
+        kind, layer = "layer", name if name in LAYERS else f"{name}s"
+    else:
+        raise Unclassified(f"endpoint {route.endpoint} names no known resource")
+    if kind not in KIND_ARGUMENTS:
+        raise Unclassified(f"no expectations for {kind!r} routes")
+    unknown = set(route.arguments) - KIND_ARGUMENTS[kind]
+    if unknown:
+        raise Unclassified(f"URL variables {sorted(unknown)} have no record kind")
+    if not route.safe and kind not in UNSAFE_KINDS:
+        raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
+    return kind, layer
+
+
+ROUTES = app_routes(URL_MAP_APP)
+CLASSIFIED: list[tuple[Route, str, str | None]] = []
+UNCLASSIFIED: list[str] = []
+for _route in ROUTES:
+    try:
+        CLASSIFIED.append((_route, *classify(_route)))
+    except Unclassified as exc:
+        UNCLASSIFIED.append(f"{_route} ({_route.endpoint}): {exc}")
+
+
+def layer_permissions(layer_id: str) -> set[str]:
+    """The verbs of the /api/v1 routes serving a layer: what reading it takes anywhere."""
+    area_layers = set(LEVEL_LAYER.values())
+    return {
+        route.permission
+        for route, kind, layer in CLASSIFIED
+        if route.safe and (layer == layer_id or (kind == "areas" and layer_id in area_layers))
+    }
+
+
+def may(role: str, permission: str) -> bool:
+    """May ``role`` do ``permission`` at all, per the ROLE_VERBS table (the specification)?"""
+    if role == ANONYMOUS:
+        return False
+    if permission == ANY_USER:
+        return True
+    verbs = ROLE_VERBS.get(role, set())
+    return "*" in verbs or permission in verbs
+
+
+def may_read_layer(role: str, layer_id: str) -> bool:
+    perms = layer_permissions(layer_id) | {"read:map"}
+    return all(may(role, p) for p in perms)
+
+
+# -- the world -----------------------------------------------------------------------------
+
+OWN_COMMUNITY = "440604001001"
+SIBLING_COMMUNITY = "440604001002"
+FOREIGN_COMMUNITY = "440605001001"
+FOREIGN_C = box(113.04, 23.00, 113.06, 23.02)
+OTHER_CITY = box(113.10, 23.00, 113.12, 23.02)
+DEPARTMENT = {"code": "D1", "name": "城管", "area_code": "440604"}
+
+EXTRA_AREAS = [
+    {
+        "code": "440605001",
+        "name": "桂城街道",
+        "level": "town",
+        "parent_code": "440605",
+        "geometry": f.D605,
+    },
+    {
+        "code": FOREIGN_COMMUNITY,
+        "name": "平洲社区",
+        "level": "community",
+        "parent_code": "440605001",
+        "geometry": FOREIGN_C,
+    },
+    {
+        "code": "440700",
+        "name": "乙测试市",
+        "level": "city",
+        "parent_code": None,
+        "geometry": OTHER_CITY,
+    },
+]
+
+# The scope each role's user gets: all on the OWN side (admin: everything).
+USER_SCOPES: dict[str, dict[str, Any]] = {
+    "inspector": {"grid_codes": [f"{OWN_COMMUNITY}{i:03d}" for i in range(1, 5)]},
+    "community_manager": {"area_code": OWN_COMMUNITY},
+    "town_manager": {"area_code": "440604001"},
+    "district_manager": {"area_code": "440604"},
+    "planner": {"area_code": "440604"},
+    "department_handler": {"department_code": DEPARTMENT["code"]},
+    "admin": {},
+    NO_ROLE: {},
+}
+
+
+def reach(role: str) -> tuple[str, ...] | None:
+    """The codes a role's user is responsible for (None: everything)."""
+    if role == "admin":
+        return None
+    scope = USER_SCOPES.get(role, {})
+    if "grid_codes" in scope:
+        return tuple(scope["grid_codes"])
+    if "area_code" in scope:
+        return (scope["area_code"],)
+    if "department_code" in scope:
+        return (DEPARTMENT["area_code"],)
+    return ()
+
+
+@dataclass
+class Side:
+    """The records of one community: own (the users'), sibling (same town) or foreign."""
+
+    name: str
+    community: str
+    dx: float  # longitude offset of this side's points from the own side's
+    areas: tuple[str, ...]  # area codes that belong to this side (own: with its ancestors)
+    area_names: tuple[str, ...]
+    ids: dict[str, list[str]] = field(default_factory=dict)  # layer id -> feature ids
+
+    def point(self, lon: float, lat: float) -> tuple[float, float]:
+        return round(lon + self.dx, 6), lat
+
+    @property
+    def incident_point(self) -> tuple[float, float]:
+        return self.point(113.00137, 23.01071)  # in grid 001
+
+    @property
+    def enterprise_point(self) -> tuple[float, float]:
+        return self.point(113.00623, 23.00431)  # in grid 002
+
+    @property
+    def outlet_point(self) -> tuple[float, float]:
+        return self.point(113.01113, 23.01523)  # in grid 003
+
+    @property
+    def probe_point(self) -> tuple[float, float]:
+        return self.point(113.01633, 23.00811)  # in grid 004, for /locate
+
+    @property
+    def reporter(self) -> dict[str, str]:
+        n = {"own": 1, "sibling": 2, "foreign": 3}[self.name]
+        return {
+            "reporter_name": f"Reporter-{self.name}-Canary",
+            "reporter_phone": f"1390000{n:04d}",
+            "device_id": f"tablet-{self.name}-canary",
+        }
+
+    @property
+    def canaries(self) -> tuple[str, ...]:
+        """Strings only a reader of this side's records can have seen."""
+        return (
+            *self.area_names,
+            *self.reporter.values(),
+            f"Enterprise-{self.name}-Canary",
+            f"Outlet-{self.name}-Canary",
+        )
+
+    def visible_to(self, role: str) -> bool:
+        codes = reach(role)
+        if codes is None:
+            return True
+        return any(self.community.startswith(c) or c.startswith(self.community) for c in codes)
+
+
+SIDES = (
+    Side(
+        "own",
+        OWN_COMMUNITY,
+        0.0,
+        ("440600", "440604", "440604001", OWN_COMMUNITY),
+        ("甲测试市", "禅城区", "祖庙街道", "西社区"),  # not 佛山市: pages print that
+    ),
+    Side("sibling", SIBLING_COMMUNITY, 0.02, (SIBLING_COMMUNITY,), ("东社区",)),
+    Side(
+        "foreign",
+        FOREIGN_COMMUNITY,
+        0.04,
+        ("440700", "440605", "440605001", FOREIGN_COMMUNITY),
+        ("乙测试市", "南海区", "桂城街道", "平洲社区"),
+    ),
+)
+SIDE = {s.name: s for s in SIDES}
+
+
+@dataclass
+class World:
+    sides: dict[str, Side]
+    users: dict[str, tuple[int, str]]  # role -> (user id, username)
+    tokens: dict[str, str]  # role -> device token
+    spare_tokens: dict[tuple[str, str], int]  # (role, via) -> id of another token, to revoke
+    outsider: tuple[int, int]  # (user id, assignment id) of a user on the foreign side
+    outsider_token: int
+
+
+def build_world(session, tmp_path, make_user, token_for) -> World:
+    from gridops.auth import service as auth
+
+    areas = f.replace(f.area_rows(), "440600", name=SIDE["own"].area_names[0]) + EXTRA_AREAS
+    run_import(session, "areas", f.write(tmp_path / "areas.gpkg", areas))
+    grids = (
+        f.strip_grid(f.COMMUNITY_W, OWN_COMMUNITY)
+        + f.strip_grid(f.COMMUNITY_E, SIBLING_COMMUNITY)
+        + f.strip_grid(FOREIGN_C, FOREIGN_COMMUNITY)
+    )
+    run_import(session, "grids", f.write(tmp_path / "grids.gpkg", grids))
+    enterprises, outlets = [], []
+    for n, side in enumerate(SIDES, start=1):
+        enterprises.append(
+            {
+                "uscc": f.uscc(n, side.community[:6]),
+                "name": f"Enterprise-{side.name}-Canary",
+                "geometry": Point(*side.enterprise_point),
+            }
+        )
+        outlets.append(
+            {
+                "code": f"OUTLET-{side.name.upper()}",
+                "outlet_type": "service_centre",
+                "name": f"Outlet-{side.name}-Canary",
+                "geometry": Point(*side.outlet_point),
+            }
+        )
+    run_import(session, "enterprises", f.write(tmp_path / "ent.gpkg", enterprises))
+    run_import(session, "outlets", f.write(tmp_path / "out.gpkg", outlets))
+    for side in SIDES:
+        lon, lat = side.incident_point
+        session.execute(
+            text(
+                "INSERT INTO incident (client_uuid, category_id, geom, reported_at, "
+                "reporter_name, reporter_phone, device_id) VALUES (gen_random_uuid(), "
+                "(SELECT min(id) FROM category), ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), "
+                "now(), :reporter_name, :reporter_phone, :device_id)"
+            ),
+            {"lon": lon, "lat": lat, **side.reporter},
+        )
+    assert assign_grids(session, "incident") == len(SIDES)
+    session.execute(
+        text("INSERT INTO department (code, name, area_code) VALUES (:code, :name, :area_code)"),
+        DEPARTMENT,
+    )
+    session.commit()
+
+    sides = {}
+    for side in SIDES:
+        stored = session.execute(
+            text("SELECT code, name FROM admin_area WHERE code = ANY(:codes)"),
+            {"codes": list(side.areas)},
+        ).all()
+        assert dict(stored) == dict(zip(side.areas, side.area_names, strict=True)), stored
+        ids = {
+            "cities": [c for c in side.areas if len(c) == 6 and c.endswith("00")],
+            "districts": [c for c in side.areas if len(c) == 6 and not c.endswith("00")],
+            "towns": [c for c in side.areas if len(c) == 9],
+            "communities": [c for c in side.areas if len(c) == 12],
+            "grids": [f"{side.community}{i:03d}" for i in range(1, 5)],
+        }
+        for layer, table in (
+            ("enterprises", "enterprise"),
+            ("outlets", "service_outlet"),
+            ("incidents", "incident"),
+        ):
+            rows = session.execute(
+                text(
+                    f"SELECT t.id FROM {table} t JOIN unit_grid g ON ST_Covers(g.geom, t.geom) "
+                    "WHERE g.community_code = :c ORDER BY t.id"
+                ),
+                {"c": side.community},
+            ).scalars()
+            ids[layer] = [str(i) for i in rows]
+            assert len(ids[layer]) == 1, (side.name, layer)
+        assert set(ids) == set(LAYERS), "every layer needs records on every side"
+        sides[side.name] = Side(
+            side.name, side.community, side.dx, side.areas, side.area_names, ids
+        )
+
+    users, tokens, spares = {}, {}, {}
+    for role in (*ROLES, NO_ROLE):
+        users[role] = make_user(None if role == NO_ROLE else role, **USER_SCOPES[role])
+        tokens[role] = token_for(users[role][0], "matrix tablet")
+        for via in VIAS:
+            spares[role, via], _ = auth.create_token(session, users[role][0], f"spare {via}")
+    outsider_id, _ = make_user("district_manager", area_code="440605")
+    assignment = session.execute(
+        text("SELECT id FROM role_assignment WHERE user_id = :u"), {"u": outsider_id}
+    ).scalar_one()
+    outsider_token, _ = auth.create_token(session, outsider_id, "outsider tablet", days=5)
+    session.commit()
+    return World(sides, users, tokens, spares, (outsider_id, assignment), outsider_token)
+
+
+@pytest.fixture
+def world(session, tmp_path, make_user, token_for, monkeypatch) -> World:
+    # Nine users and their logins: cheap argon2 parameters keep the matrix quick (hashing is
+    # tested on its own; here only who may do what).
+    from argon2 import PasswordHasher
+
+    from gridops.auth import passwords
+
+    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    return build_world(session, tmp_path, make_user, token_for)
+
+
+# -- calling the app as someone ------------------------------------------------------------
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client) -> str:
+    """The CSRF token of the client's session, as the login page hands it out."""
+    page = client.get("/login")
+    assert page.status_code == 200
+    match = CSRF_FIELD.search(page.get_data(as_text=True))
+    assert match, "the login page has no CSRF token"
+    return match.group(1)
+
+
+class Caller:
+    """A test client acting as one role's user, through a device token or a browser session."""
+
+    def __init__(self, app: Flask, world: World, role: str, via: str) -> None:
+        self.role, self.via = role, via
+        self.client = app.test_client()
+        self.headers: dict[str, str] = {}
+        self.csrf: str | None = None
+        if role == ANONYMOUS:
+            return
+        if via == "token":
+            self.headers["Authorization"] = f"Bearer {world.tokens[role]}"
+            return
+        response = self.client.post(
+            "/login",
+            json={"username": world.users[role][1], "password": TEST_PASSWORD},
+            headers={"X-CSRFToken": csrf_token(self.client)},
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+        self.csrf = csrf_token(self.client)  # login starts a new session, with a new token
+
+    def __call__(self, method: str, url: str, body: Any = None):
+        headers = dict(self.headers)
+        if method == "GET":
+            return self.client.get(url, headers=headers)
+        if self.csrf:
+            headers["X-CSRFToken"] = self.csrf
+        return self.client.open(
+            url, method=method, json={} if body is None else body, headers=headers
+        )
+
+
+def problem_type(response) -> str | None:
+    if response.mimetype != "application/problem+json":
+        return None
+    return response.get_json(force=True).get("type")
+
+
+def refusal(response) -> str | None:
+    """How authorize() refused the request, if it did."""
+    kind = problem_type(response)
+    if response.status_code == 401 and kind == "/problems/unauthorized":
+        return "401 unauthorized"
+    if response.status_code == 403:
+        return f"403 {kind}"
+    if response.status_code == 400 and "CSRF" in response.get_data(as_text=True):
+        return "400 CSRF"
+    return None
+
+
+def body_text(response) -> str:
+    raw = response.get_data(as_text=True)
+    if response.is_json:  # application/json, geo+json and problem+json
+        try:
+            return json.dumps(json.loads(raw), ensure_ascii=False)
+        except ValueError:
+            return raw
+    return raw
+
+
+# -- the matrix ----------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """One request of the matrix and what the answer must be."""
+
+    route: Route
+    side: str  # own | sibling | foreign | - (no record in the URL)
+    url: str
+    expect: Any  # callable(response) -> list of problems
+    body: Any = None
+
+
+@dataclass
+class Matrix:
+    world: World
+    role: str
+    via: str
+    problems: list[str] = field(default_factory=list)
+    probed: set[tuple[Route, str]] = field(default_factory=set)  # (route, side)
+    count: int = 0
+
+    # -- expectations ----------------------------------------------------------------------
+
+    def visible(self, side: str) -> bool:
+        return self.world.sides[side].visible_to(self.role)
+
+    @staticmethod
+    def status(expected: int, slug: str | None = None):
+        def check(response) -> list[str]:
+            got = response.status_code
+            if got != expected:
+                return [f"expected {expected}, got {got} {response.get_data(as_text=True)[:160]}"]
+            if slug and problem_type(response) != f"/problems/{slug}":
+                return [f"expected a {slug} problem, got {problem_type(response)}"]
+            return []
+
+        return check
+
+    @staticmethod
+    def not_refused(response) -> list[str]:
+        refused = refusal(response)
+        return [f"expected not refused, got {refused}"] if refused else []
+
+    def found_or_not(self, side: str, feature_id: str, layer: str | None):
+        """200 with the very record inside the jurisdiction, 404 (not 403) outside it."""
+        if not self.visible(side):
+            return self.status(404, "not-found")
+
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if problems:
+                return problems
+            body = response.get_json(force=True)
+            if str(body.get("id")) != feature_id:
+                return [f"asked for {feature_id}, got feature {body.get('id')}"]
+            if layer:
+                return self.feature_problems(layer, body)
+            return []
+
+        return check
+
+    def feature_collection(self, layer: str):
+        """200 with every record in the jurisdiction and none outside it."""
+
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if problems:
+                return problems
+            body = response.get_json(force=True)
+            if body.get("type") != "FeatureCollection":
+                return [f"not a FeatureCollection: {str(body)[:100]}"]
+            got = {str(ft["id"]) for ft in body["features"]}
+            for name, side in self.world.sides.items():
+                wanted = set(side.ids[layer])
+                if side.visible_to(self.role) and not wanted <= got:
+                    problems.append(f"{layer} of the {name} side missing: {wanted - got}")
+                if not side.visible_to(self.role) and wanted & got:
+                    problems.append(f"LEAK: {layer} of the {name} side listed: {wanted & got}")
+            for feature in body["features"]:
+                problems += self.feature_problems(layer, feature)
+            return problems
+
+        return check
+
+    def feature_problems(self, layer: str, feature: dict[str, Any]) -> list[str]:
+        """Incidents: planners get no reporter and no point; full readers get both."""
+        if layer != "incidents":
+            return []
+        owners = [s for s in self.world.sides.values() if str(feature["id"]) in s.ids[layer]]
+        if len(owners) != 1:
+            return [f"incident {feature['id']} is not one of the world's"]
+        side = owners[0]
+        props = feature["properties"]
+        lon, lat = side.incident_point
+        problems = []
+        if self.role in RESTRICTED_ROLES:
+            shown = [k for k in PERSONAL if k in props]
+            if shown or feature.get("geometry") is not None:
+                problems.append(f"LEAK: planner sees {shown} / geometry {feature.get('geometry')}")
+            if props.get("grid_code") != f"{side.community}001":
+                problems.append(f"planner's incident has grid_code {props.get('grid_code')}")
+            cell = props.get("h3_cell")
+            if not cell or not h3.is_valid_cell(cell):
+                problems.append(f"planner's incident has no H3 cell: {cell}")
+            elif (
+                h3.get_resolution(cell) > 9
+                or h3.latlng_to_cell(lat, lon, h3.get_resolution(cell)) != cell
+            ):
+                problems.append(f"H3 cell {cell} is too fine or not the incident's")
+        else:
+            for key, value in side.reporter.items():
+                if props.get(key) != value:
+                    problems.append(f"{self.role} does not see {key} of own incident")
+            coordinates = (feature.get("geometry") or {}).get("coordinates")
+            if coordinates != pytest.approx([lon, lat]):
+                problems.append(f"{self.role} gets incident point {coordinates}")
+        return problems
+
+    # -- what to send, per kind of route -----------------------------------------------------
+
+    def probes(self, route: Route, kind: str, layer: str | None) -> Iterator[Probe]:
+        if self.role == ANONYMOUS:
+            yield from self.anonymous_probes(route, kind, layer)
+            return
+        if route.permission is None:
+            yield Probe(route, "-", route.rule, self.not_refused)
+            return
+        if not may(self.role, route.permission):
+            for probe in self.record_probes(route, kind, layer):
+                probe.expect = self.status(403, "forbidden")
+                yield probe
+            return
+        yield from self.record_probes(route, kind, layer)
+
+    def anonymous_probes(self, route: Route, kind: str, layer: str | None) -> Iterator[Probe]:
+        if not route.safe:  # CSRF comes first for anything unsafe without a token
+            expect = self.status(400)
+        elif route.permission is None:
+            expect = self.not_refused
+        elif route.is_api:
+            expect = self.status(401, "unauthorized")
+        else:
+            expect = self.redirect_to_login
+        for probe in self.record_probes(route, kind, layer):
+            probe.expect = expect
+            yield probe
+
+    @staticmethod
+    def redirect_to_login(response) -> list[str]:
+        location = response.headers.get("Location", "")
+        if response.status_code != 302 or not location.split("?")[0].endswith("/login"):
+            return [f"expected a redirect to /login, got {response.status_code} {location}"]
+        return []
+
+    def sides_ids(self, layer: str) -> Iterator[tuple[str, str]]:
+        for name, side in self.world.sides.items():
+            for feature_id in side.ids[layer]:
+                yield name, feature_id
+
+    def record_probes(self, route: Route, kind: str, layer: str | None) -> Iterator[Probe]:
+        """The requests for a route, with the expectations of a role that has its verb."""
+        world, rule = self.world, route.rule
+        if kind == "layer" and not route.arguments:
+            yield Probe(route, "-", f"{rule}?limit=1000", self.feature_collection(layer))
+        elif kind == "layer":
+            [arg] = route.arguments
+            for side, fid in self.sides_ids(layer):
+                url = rule.replace(f"<{arg}>", fid)
+                yield Probe(route, side, url, self.found_or_not(side, fid, layer))
+        elif kind == "areas" and not route.arguments:
+            for level in LISTED_LEVELS:
+                check = self.feature_collection(LEVEL_LAYER[level])
+                yield Probe(route, "-", f"{rule}?level={level}&limit=1000", check)
+        elif kind == "areas":
+            for name, side in world.sides.items():
+                for code in side.areas:
+                    url = rule.replace("<code>", code)
+                    yield Probe(route, name, url, self.area_check(name, code))
+        elif kind == "area_tree":
+            yield Probe(route, "-", rule, self.tree_check)
+        elif kind == "locate":
+            for name, side in world.sides.items():
+                lon, lat = side.probe_point
+                yield Probe(route, name, f"{rule}?lon={lon}&lat={lat}", self.locate_check(name))
+        elif kind == "collections":
+            yield Probe(route, "-", rule, self.collections_check)
+        elif kind == "collection":
+            yield from self.collection_probes(route)
+        elif kind == "tokens":
+            yield from self.token_probes(route)
+        elif kind == "self":
+            yield Probe(route, "-", rule, self.self_check(route))
+        elif kind == "admin":
+            outsider, assignment = world.outsider
+            url = rule.replace("<int:user_id>", str(outsider))
+            url = url.replace("<int:assignment_id>", str(assignment))
+            yield Probe(route, "-", url, self.status(200) if route.safe else self.not_refused)
+        elif kind == "public":
+            yield Probe(route, "-", rule, self.not_refused)
+        else:  # pragma: no cover - classify() only gives the kinds above
+            raise AssertionError(kind)
+
+    def area_check(self, side: str, code: str):
+        found = self.found_or_not(side, code, None)
+
+        def check(response) -> list[str]:
+            problems = found(response)
+            if response.status_code == 200:
+                children = response.get_json()["properties"]["children"]
+                for child in children:
+                    owner = [n for n, s in self.world.sides.items() if child["code"] in s.areas]
+                    if owner and not self.visible(owner[0]):
+                        problems.append(f"LEAK: child {child['code']} of the {owner[0]} side")
+            return problems
+
+        return check
+
+    def tree_check(self, response) -> list[str]:
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        codes: set[str] = set()
+        stack = list(response.get_json()["areas"])
+        while stack:
+            node = stack.pop()
+            codes.add(node["code"])
+            stack.extend(node["children"])
+        for name, side in self.world.sides.items():
+            areas = set(side.areas)
+            if side.visible_to(self.role) and not areas <= codes:
+                problems.append(f"tree misses {name} areas {areas - codes}")
+            if not side.visible_to(self.role) and areas & codes:
+                problems.append(f"LEAK: tree shows {name} areas {areas & codes}")
+        return problems
+
+    def locate_check(self, side: str):
+        """A point outside the jurisdiction is refused as such (422), inside it is located."""
+        if not self.visible(side):
+            return self.status(422, "outside-jurisdiction")
+        community = self.world.sides[side].community
+
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if not problems and (response.get_json()["grid"] or {}).get("code") != (
+                f"{community}004"
+            ):
+                problems.append(f"located in {response.get_json()['grid']}")
+            return problems
+
+        return check
+
+    def collections_check(self, response) -> list[str]:
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        listed = {c["id"]: c for c in response.get_json()["collections"]}
+        readable = {layer for layer in LAYERS if may_read_layer(self.role, layer)}
+        if set(listed) != readable:
+            problems.append(f"collections {sorted(listed)}, expected {sorted(readable)}")
+        for layer_id, collection in listed.items():
+            bbox = (collection.get("extent") or {}).get("spatial", {}).get("bbox", [None])[0]
+            if bbox is None or LAYERS[layer_id].scope_kind == "area":
+                continue  # areas show their ancestors as context: extents cover them
+            for name, side in self.world.sides.items():
+                if side.visible_to(self.role):
+                    continue
+                for point in self.representative_points(side, layer_id):
+                    if bbox[0] < point[0] < bbox[2] and bbox[1] < point[1] < bbox[3]:
+                        problems.append(f"LEAK: {layer_id} extent {bbox} covers the {name} side")
+        return problems
+
+    @staticmethod
+    def representative_points(side: Side, layer_id: str) -> list[tuple[float, float]]:
+        if layer_id == "grids":  # strip_grid: four 0.005° strips from the community's west edge
+            return [side.point(113.0025 + 0.005 * i, 23.01) for i in range(4)]
+        return [getattr(side, f"{layer_id.removesuffix('s')}_point")]
+
+    def collection_probes(self, route: Route) -> Iterator[Probe]:
+        for layer_id in LAYERS:
+            base = route.rule.replace("<collection_id>", layer_id)
+            readable = may_read_layer(self.role, layer_id)
+            if "feature_id" in route.arguments:
+                for side, fid in self.sides_ids(layer_id):
+                    url = base.replace("<feature_id>", fid)
+                    expect = (
+                        self.found_or_not(side, fid, layer_id)
+                        if readable
+                        else self.status(404, "not-found")
+                    )
+                    yield Probe(route, side, url, expect)
+            elif route.name == "items":
+                expect = (
+                    self.feature_collection(layer_id) if readable else self.status(404, "not-found")
+                )
+                yield Probe(route, "-", f"{base}?limit=1000", expect)
+            else:
+                yield Probe(route, "-", base, self.collection_check(layer_id, readable))
+
+    def collection_check(self, layer_id: str, readable: bool):
+        if not readable:
+            return self.status(404, "not-found")
+
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if not problems and response.get_json()["id"] != layer_id:
+                problems.append(f"collection {response.get_json()['id']} for {layer_id}")
+            return problems
+
+        return check
+
+    def token_probes(self, route: Route) -> Iterator[Probe]:
+        theirs = self.world.outsider_token
+        mine = self.world.spare_tokens.get((self.role, self.via), theirs)  # anonymous: any
+        if route.safe and self.via == "token":  # a device must not learn of the others
+            yield Probe(route, "-", route.rule, self.status(403, "forbidden"))
+        elif route.safe:
+
+            def listed(response) -> list[str]:
+                problems = self.status(200)(response)
+                if problems:
+                    return problems
+                ids = {t["id"] for t in response.get_json()["tokens"]}
+                if mine not in ids:
+                    problems.append(f"own token {mine} not listed")
+                if theirs in ids:
+                    problems.append(f"LEAK: another user's token {theirs} listed")
+                return problems
+
+            yield Probe(route, "-", route.rule, listed)
+        elif "token_id" in route.arguments:
+            # With a token, a device may revoke only itself (tested separately), not the
+            # user's other devices: those answer as if they did not exist.
+            own_status = 204 if self.via == "session" else 404
+            for side, token_id, status in (("foreign", theirs, 404), ("own", mine, own_status)):
+                url = route.rule.replace("<int:token_id>", str(token_id))
+                yield Probe(route, side, url, self.status(status))
+        else:  # tokens are made from a signed-in browser, never with a token
+            expect = self.status(201) if self.via == "session" else self.status(403, "forbidden")
+            yield Probe(route, "-", route.rule, expect, body={"name": "new tablet", "days": 1})
+
+    def self_check(self, route: Route):
+        def check(response) -> list[str]:
+            if not route.safe:
+                return self.not_refused(response)
+            problems = self.status(200)(response)
+            if not problems:
+                me = response.get_json()
+                if me["username"] != self.world.users[self.role][1] or me["via"] != self.via:
+                    problems.append(f"/me says {me['username']} via {me['via']}")
+            return problems
+
+        return check
+
+    # -- running -------------------------------------------------------------------------
+
+    def canary_problems(self, probe: Probe, response) -> list[str]:
+        """No string of a record outside the jurisdiction, no reporter for a planner."""
+        text_ = body_text(response)
+        problems = []
+        for name, side in self.world.sides.items():
+            hidden = () if side.visible_to(self.role) else side.canaries
+            if self.role in RESTRICTED_ROLES:
+                hidden = (*hidden, *side.reporter.values())
+            problems += [f"LEAK: {c!r} of the {name} side" for c in hidden if c in text_]
+        return problems
+
+    def run(self, caller: Caller, plan: list[tuple[Route, str, str | None]]) -> None:
+        probes = [p for route, kind, layer in plan for p in self.probes(route, kind, layer)]
+        # Reads first, then changes; ending the session comes last.
+        probes.sort(key=lambda p: (not p.route.safe, p.route.permission == ANY_USER))
+        for probe in probes:
+            response = caller(probe.route.method, probe.url, probe.body)
+            self.count += 1
+            self.probed.add((probe.route, probe.side))
+            problems = probe.expect(response) + self.canary_problems(probe, response)
+            self.problems += [
+                f"{self.role} via {self.via}: {probe.route.method} {probe.url} [{probe.side}]: {p}"
+                for p in problems
+            ]
+
+
+def run_matrix(app: Flask, world: World, role: str, via: str) -> Matrix:
+    matrix = Matrix(world, role, via)
+    matrix.run(Caller(app, world, role, via), CLASSIFIED)
+    # The generator must not go quiet: every route called, records on both sides of the line.
+    called = {route for route, _ in matrix.probed}
+    missed = sorted(str(r) for r, _, _ in CLASSIFIED if r not in called)
+    assert not missed, f"routes the matrix did not call: {missed}"
+    one_sided = sorted(
+        str(route)
+        for route, kind, _ in CLASSIFIED
+        if (set(route.arguments) & RECORD_ARGUMENTS or kind == "locate")
+        and not {(route, "own"), (route, "foreign")} <= matrix.probed
+    )
+    assert not one_sided, f"routes not called with own and foreign records: {one_sided}"
+    return matrix
+
+
+# -- the tests -----------------------------------------------------------------------------
+
+
+def test_every_view_declares_requires_or_public():
+    check_declarations(URL_MAP_APP)  # raises RuntimeError naming any undeclared view
+    undeclared = [str(r) for r in ROUTES if r.permission is UNDECLARED]
+    assert undeclared == []
+    assert len(ROUTES) > 10, "the url_map lost its routes"
+    # The check does refuse an undeclared view.
+    bare = Flask(__name__)
+    bare.add_url_rule("/leaky", "leaky", lambda: "data")
+    with pytest.raises(RuntimeError, match="leaky"):
+        check_declarations(bare)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+def test_route_is_classified(route):
+    """Each route of the url_map has a kind the matrix knows what to expect of."""
+    kind, layer = classify(route)  # raises Unclassified, saying why
+    assert kind in KIND_ARGUMENTS
+    assert layer is None or layer in LAYERS
+
+
+def test_the_generator_refuses_what_it_does_not_know():
+    assert UNCLASSIFIED == [], "\n".join(UNCLASSIFIED)
+    unknown = [
+        Route("/api/v1/incidents", "POST", "overlays.incident_create", "write:incidents", ()),
+        Route("/api/v1/grids/<code>/<part>", "GET", "grids.grid", "read:map", ("code", "part")),
+        Route("/api/v1/rivers", "GET", "grids.rivers", "read:map", ()),
+        Route("/x", "GET", "web.x", UNDECLARED, ()),
+    ]
+    for route in unknown:
+        with pytest.raises(Unclassified):
+            classify(route)
+
+
+MATRIX_ROLES = (ANONYMOUS, NO_ROLE, *ROLES)
+
+
+@pytest.mark.parametrize("role", MATRIX_ROLES)
+def test_permission_matrix(app, world, role):
+    """Every route × own / sibling / foreign records for one role, by token and by session."""
+    problems = []
+    for via in ("-",) if role == ANONYMOUS else VIAS:
+        problems += run_matrix(app, world, role, via).problems
+    assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems)
+
+
+def incident_views(world: World) -> list[str]:
+    [incident] = world.sides["own"].ids["incidents"]
+    return [
+        "/api/v1/incidents",
+        f"/api/v1/incidents/{incident}",
+        "/collections/incidents/items",
+        f"/collections/incidents/items/{incident}",
+    ]
+
+
+def the_incident(response, incident: str) -> dict[str, Any]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json(force=True)
+    features = body["features"] if body.get("type") == "FeatureCollection" else [body]
+    [feature] = [x for x in features if str(x["id"]) == incident]
+    return feature
+
+
+def test_planner_gets_incidents_without_personal_data(app, world):
+    own = world.sides["own"]
+    [incident] = own.ids["incidents"]
+    lon, lat = own.incident_point
+    planner = Caller(app, world, "planner", "token")
+    for url in incident_views(world):
+        response = planner("GET", url)
+        feature = the_incident(response, incident)
+        raw = response.get_data(as_text=True)
+        assert feature["geometry"] is None, url
+        assert not set(PERSONAL) & set(feature["properties"]), url
+        for value in (*own.reporter.values(), str(lon), str(lat)):
+            assert value not in raw, (url, value)
+        assert feature["properties"]["grid_code"] == f"{OWN_COMMUNITY}001"
+        assert feature["properties"]["h3_cell"] == h3.latlng_to_cell(lat, lon, 9)
+
+
+def test_managers_and_inspectors_see_the_reporter_of_own_incidents(app, world):
+    own = world.sides["own"]
+    [incident] = own.ids["incidents"]
+    seen = []
+    for role in ROLES:
+        if role in RESTRICTED_ROLES:
+            continue
+        caller = Caller(app, world, role, "token")
+        for url in incident_views(world):
+            feature = the_incident(caller("GET", url), incident)
+            for key, value in own.reporter.items():
+                assert feature["properties"][key] == value, (role, url, key)
+            assert feature["geometry"]["coordinates"] == pytest.approx(own.incident_point)
+        seen.append(role)
+    assert {"inspector", "community_manager", "town_manager", "district_manager"} <= set(seen)
+
+
+def test_browser_sessions_need_csrf_for_changes_and_tokens_do_not(app, world):
+    role = "town_manager"
+    username = world.users[role][1]
+    anonymous = app.test_client()
+    refused = anonymous.post("/login", json={"username": username, "password": TEST_PASSWORD})
+    assert refused.status_code == 400 and "CSRF" in refused.get_data(as_text=True)
+
+    browser = Caller(app, world, role, "session")  # a JSON login with the page's CSRF token
+    assert browser("GET", "/api/v1/me").get_json()["via"] == "session"
+    no_csrf = browser.client.post("/api/v1/tokens", json={"name": "tablet", "days": 1})
+    assert no_csrf.status_code == 400 and "CSRF" in no_csrf.get_data(as_text=True)
+    assert browser("POST", "/api/v1/tokens", {"name": "tablet", "days": 1}).status_code == 201
+
+    tablet = Caller(app, world, role, "token")  # no CSRF token, none needed
+    assert tablet.csrf is None
+    made = browser("POST", "/api/v1/tokens", {"name": "to sign out", "days": 1}).get_json()
+    device = app.test_client()
+    device.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {made['token']}"
+    assert device.delete(f"/api/v1/tokens/{made['id']}").status_code == 204  # signs itself out
+    assert device.get("/api/v1/me").status_code == 401
+
+    assert browser("POST", "/logout").status_code == 204
+    assert browser("GET", "/api/v1/me").status_code == 401
+    assert tablet("GET", "/api/v1/me").status_code == 200
+
+
+# -- authorization bugs found by the matrix, fixed, kept as regressions ---------------------
+
+
+def test_planner_collection_extent_does_not_give_incident_points(app, world):
+    planner = Caller(app, world, "planner", "token")
+    points = {
+        value
+        for side in world.sides.values()
+        if side.visible_to("planner")
+        for value in side.incident_point
+    }
+    for url in ("/collections", "/collections/incidents"):
+        body = planner("GET", url).get_json()
+        collections = body.get("collections", [body])
+        [incidents] = [c for c in collections if c["id"] == "incidents"]
+        bbox = incidents.get("extent", {}).get("spatial", {}).get("bbox", [[]])[0]
+        exact = [v for v in bbox if any(v == pytest.approx(p, abs=1e-9) for p in points)]
+        assert not exact, f"{url}: the extent {bbox} gives incident coordinates {exact}"
+
+
+def test_planner_bbox_cannot_pinpoint_an_incident(app, world):
+    lon, lat = world.sides["own"].incident_point
+    cell = h3.latlng_to_cell(lat, lon, 9)
+    beside = (lon + 0.0002, lat)
+    assert h3.latlng_to_cell(beside[1], beside[0], 9) == cell  # both boxes in the same cell
+    planner = Caller(app, world, "planner", "token")
+    found = []
+    for x, y in ((lon, lat), beside):
+        bbox = f"{x - 0.00001},{y - 0.00001},{x + 0.00001},{y + 0.00001}"
+        response = planner("GET", f"/api/v1/incidents?bbox={bbox}")
+        found.append([ft["id"] for ft in response.get_json()["features"]])
+    assert found[0] == found[1], f"boxes 20 m apart in one H3 cell tell apart: {found}"
+
+
+def test_a_foreign_area_is_not_told_apart_from_a_missing_one(app, world):
+    town = Caller(app, world, "town_manager", "token")
+    details = {}
+    for code in ("440605", "440698"):  # foreign district; no such district
+        response = town("GET", f"/api/v1/areas/{code}")
+        assert response.status_code == 404
+        details[code] = response.get_json()["detail"].replace(code, "CODE")
+    assert details["440605"] == details["440698"], details
+
+
+def test_reading_incidents_through_ogc_needs_read_incidents(app, world, monkeypatch):
+    monkeypatch.setitem(ROLE_VERBS, "inspector", {"read:map", "self:tokens"})
+    inspector = Caller(app, world, "inspector", "token")
+    assert inspector("GET", "/api/v1/incidents").status_code == 403
+    listed = {c["id"] for c in inspector("GET", "/collections").get_json()["collections"]}
+    assert "incidents" not in listed
+    assert inspector("GET", "/collections/incidents/items").status_code in (403, 404)
