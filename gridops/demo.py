@@ -22,7 +22,8 @@ GRIDDED_DISTRICTS = ("440604",)  # Chancheng: every community is cut into unit g
 
 
 def load_incidents(session: Session, csv_path: Path) -> int:
-    """Copy historical incidents in (skipping client UUIDs already stored); returns new rows."""
+    """Copy historical incidents in as closed cases (skipping client UUIDs already stored);
+    returns the number of new rows."""
     raw = session.connection().connection.driver_connection
     with raw.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS incident_stage")
@@ -48,9 +49,9 @@ def load_incidents(session: Session, csv_path: Path) -> int:
     inserted = session.execute(
         text(
             """
-            INSERT INTO incident (client_uuid, category_id, geom, reported_at, source)
+            INSERT INTO incident (client_uuid, category_id, geom, reported_at, source, status)
             SELECT s.client_uuid, c.id, ST_SetSRID(ST_MakePoint(s.lon, s.lat), 4326),
-                   s.reported_at, s.source
+                   s.reported_at, s.source, 'closed'
             FROM incident_stage s JOIN category c ON c.code = s.category_code
             ORDER BY s.reported_at
             ON CONFLICT (client_uuid) DO NOTHING

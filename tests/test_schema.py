@@ -42,6 +42,12 @@ def test_models_match_the_migrations(connection):
         for change in compare_metadata(context, Base.metadata)
         # PostGIS's own tables and our hand-made GiST/partial indexes are not in the models.
         if not (isinstance(change, tuple) and change[0] in {"remove_table", "remove_index"})
+        # Foreign keys to the account tables, which have no ORM models (SQL services).
+        and not (
+            isinstance(change, tuple)
+            and change[0] == "remove_fk"
+            and change[1].referred_table.name == "app_user"
+        )
     ]
     assert diff == []
 

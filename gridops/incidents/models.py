@@ -66,6 +66,14 @@ class Incident(Base):
     grid_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("unit_grid.id", ondelete="RESTRICT")
     )
+    # The case (see gridops.incidents.workflow); changed only through cases.transition.
+    status: Mapped[str] = mapped_column(String(24), server_default="reported")
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    parked_from: Mapped[str | None] = mapped_column(String(24))
+    handler_id: Mapped[int | None] = mapped_column(BigInteger)  # app_user.id
+    rework_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    extensions: Mapped[int] = mapped_column(Integer, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # Personal data: never serialised for planners or the public.
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(40))

@@ -1,0 +1,146 @@
+"""The one way in for every change of a case's state.
+
+``transition`` locks the case, checks the version the caller saw, the action against the
+workflow, the actor's roles *where the case lies* and the four-eyes rule, then writes the case
+row and its event in the caller's transaction. No other code updates ``incident.status``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from gridops.auth.actor import Actor, Assignment
+from gridops.errors import FieldError, GridopsError, NotFound
+from gridops.incidents.workflow import CaseState, Event, apply, next_state
+
+
+@dataclass
+class StaleVersion(GridopsError):
+    """412: the case changed since the caller read it; reload and decide again."""
+
+    status: int = 412
+    title: str = "Precondition failed"
+    type_slug: str = "stale-version"
+
+
+def _roles_here(session: Session, actor: Actor, case_id: int) -> set[str]:
+    """The actor's roles whose scope covers this case (an inspector of grid A who manages
+    community B acts as a manager only in B)."""
+    roles: set[str] = set()
+    for assignment in actor.assignments:
+        if assignment.role == "admin" or _covers(session, assignment, case_id):
+            roles.add(assignment.role)
+    return roles
+
+
+def _covers(session: Session, assignment: Assignment, case_id: int) -> bool:
+    if assignment.role == "inspector":
+        sql = (
+            "SELECT EXISTS (SELECT 1 FROM incident i JOIN unit_grid g ON g.valid_to IS NULL "
+            "AND g.code = ANY(:grids) AND ST_Covers(g.geom, i.geom) WHERE i.id = :id)"
+        )
+        params: dict[str, Any] = {"grids": list(assignment.grid_codes)}
+    else:
+        sql = (
+            "SELECT EXISTS (SELECT 1 FROM incident i JOIN admin_area a ON a.code = ANY(:areas) "
+            "AND ST_Covers(a.geom, i.geom) WHERE i.id = :id)"
+        )
+        params = {"areas": list(assignment.areas)}
+    return bool(session.execute(text(sql), {**params, "id": case_id}).scalar())
+
+
+def transition(
+    session: Session,
+    case_id: int,
+    action: str,
+    actor: Actor,
+    *,
+    expected_version: int,
+    note: str = "",
+) -> dict[str, Any]:
+    """Apply ``action`` to case ``case_id``; returns the new state and version.
+
+    NotFound outside the actor's jurisdiction, StaleVersion (412) when ``expected_version`` is
+    not the current one, IllegalTransition (409) / NotAllowed (403) from the workflow. The
+    caller commits (or rolls back): case row and event are one unit.
+    """
+    scope = actor.scope()
+    row = session.execute(
+        text(
+            "SELECT t.status, t.version, t.parked_from, t.handler_id, t.rework_count, "
+            f"t.extensions FROM incident t WHERE t.id = :id AND {scope.point_visible()} "
+            "FOR UPDATE OF t"
+        ),
+        {"id": case_id, **scope.params()},
+    ).first()
+    if row is None:
+        raise NotFound(f"no case {case_id}")
+    if row.version != expected_version:
+        raise StaleVersion(
+            f"case {case_id} is at version {row.version}, not {expected_version}: reload it",
+            [FieldError("If-Match", f"current version is {row.version}")],
+            headers={"ETag": f'"{row.version}"'},
+        )
+    case = CaseState(
+        state=row.status,
+        parked_from=row.parked_from,
+        handler_id=row.handler_id,
+        rework_count=row.rework_count,
+        extensions=row.extensions,
+    )
+    roles = _roles_here(session, actor, case_id)
+    event: Event = next_state(case, action, actor_id=actor.user_id, roles=roles, note=note)
+    after = apply(case, event)
+    version = row.version + 1
+    session.execute(
+        text(
+            "UPDATE incident SET status = :state, version = :version, parked_from = :parked, "
+            "handler_id = :handler, rework_count = :rework, extensions = :ext, "
+            "updated_at = clock_timestamp() WHERE id = :id AND version = :expected"
+        ),
+        {
+            "state": after.state,
+            "version": version,
+            "parked": after.parked_from,
+            "handler": after.handler_id,
+            "rework": after.rework_count,
+            "ext": after.extensions,
+            "id": case_id,
+            "expected": expected_version,
+        },
+    )
+    session.execute(
+        text(
+            "INSERT INTO case_event (incident_id, version, action, from_state, to_state, "
+            "actor_id, note) VALUES (:id, :version, :action, :from_state, :to_state, :actor, "
+            ":note)"
+        ),
+        {
+            "id": case_id,
+            "version": version,
+            "action": event.action,
+            "from_state": event.from_state,
+            "to_state": event.to_state,
+            "actor": actor.user_id,
+            "note": note,
+        },
+    )
+    return {"id": case_id, "status": after.state, "version": version}
+
+
+def history(session: Session, case_id: int) -> list[Event]:
+    rows = session.execute(
+        text(
+            "SELECT action, from_state, to_state, actor_id, note FROM case_event "
+            "WHERE incident_id = :id ORDER BY version"
+        ),
+        {"id": case_id},
+    ).all()
+    return [Event(r.action, r.from_state, r.to_state, r.actor_id, r.note) for r in rows]
+
+
+__all__ = ["StaleVersion", "history", "transition"]
