@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -167,3 +169,16 @@ def test_unit_grid_code_must_begin_with_its_community(connection):
                 "SELECT '440604010002001', '440604010001', geom FROM admin_area LIMIT 1"
             )
         )
+
+
+def test_the_database_knows_exactly_the_workflow_states(connection):
+    from gridops.incidents.workflow import STATES
+
+    definition = connection.execute(
+        text(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'incident'::regclass AND contype = 'c' "
+            "AND pg_get_constraintdef(oid) LIKE '%status%'"
+        )
+    ).scalar_one()
+    assert set(re.findall(r"'(\w+)'", definition)) == set(STATES)

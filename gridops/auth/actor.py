@@ -147,25 +147,21 @@ class Scope:
 
     # SQL conditions over a table aliased ``t``; they use the parameters from ``params``.
 
-    def point_in_full(self, geom: str = "t.geom") -> str:
-        if self.everything:
-            return "true"
+    def _point_in(self, areas_param: str, geom: str) -> str:
         return (
-            "(EXISTS (SELECT 1 FROM admin_area s WHERE s.code = ANY(:scope_full_areas) "
+            f"(EXISTS (SELECT 1 FROM admin_area s WHERE s.code = ANY(:{areas_param}) "
             f"AND ST_Covers(s.geom, {geom})) OR EXISTS (SELECT 1 FROM unit_grid sg "
             "WHERE sg.valid_to IS NULL AND sg.code = ANY(:scope_full_grids) "
             f"AND ST_Covers(sg.geom, {geom})))"
         )
 
+    def point_in_full(self, geom: str = "t.geom") -> str:
+        """Points the actor sees in full (personal data included)."""
+        return "true" if self.everything else self._point_in("scope_full_areas", geom)
+
     def point_visible(self, geom: str = "t.geom") -> str:
-        if self.everything:
-            return "true"
-        return (
-            "(EXISTS (SELECT 1 FROM admin_area s WHERE s.code = ANY(:scope_all_areas) "
-            f"AND ST_Covers(s.geom, {geom})) OR EXISTS (SELECT 1 FROM unit_grid sg "
-            "WHERE sg.valid_to IS NULL AND sg.code = ANY(:scope_full_grids) "
-            f"AND ST_Covers(sg.geom, {geom})))"
-        )
+        """Points the actor sees at all (planners: without personal data)."""
+        return "true" if self.everything else self._point_in("scope_all_areas", geom)
 
     def grid_visible(self, code: str = "t.code") -> str:
         if self.everything:

@@ -7,12 +7,17 @@ Create Date: 2026-11-27
 
 from alembic import op
 
-from gridops.incidents.workflow import STATES
-
 revision = "0004_cases"
 down_revision = "0003_auth"
 branch_labels = None
 depends_on = None
+
+# Frozen here as they were at this revision (gridops.incidents.workflow.STATES may grow later;
+# a later migration then widens the CHECK).
+STATES = (
+    "reported", "verified", "filed", "dispatched", "in_handling", "extension_requested",
+    "handled", "checked", "closed", "returned", "parked", "void",
+)  # fmt: skip
 
 
 def upgrade() -> None:
