@@ -8,13 +8,16 @@ from datetime import datetime
 from geoalchemy2 import Geometry, WKBElement
 from sqlalchemy import (
     CHAR,
+    REAL,
     BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
+    Text,
     UniqueConstraint,
     Uuid,
     func,
@@ -74,6 +77,11 @@ class Incident(Base):
     rework_count: Mapped[int] = mapped_column(Integer, server_default="0")
     extensions: Mapped[int] = mapped_column(Integer, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gps_accuracy_m: Mapped[float | None] = mapped_column(REAL)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    reported_by: Mapped[int | None] = mapped_column(BigInteger)  # app_user.id
+    intake_sha256: Mapped[bytes | None] = mapped_column(LargeBinary)
     # Personal data: never serialised for planners or the public.
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(40))
