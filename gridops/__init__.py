@@ -35,6 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from gridops.cli import register_commands
     from gridops.grids.views import bp as grids_bp
     from gridops.health import bp as health_bp
+    from gridops.incidents.views import bp as cases_bp
     from gridops.ogc import bp as ogc_bp
     from gridops.overlays.views import bp as overlays_bp
     from gridops.web import i18n
@@ -56,6 +57,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(overlays_bp)
     app.register_blueprint(ogc_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(cases_bp)
     auth_web.check_declarations(app)
     register_commands(app.cli)
 

@@ -23,11 +23,23 @@ MANAGER_ROLES = ("community_manager", "town_manager", "district_manager")
 
 # What each role may do at all; records are then limited by scope.
 ROLE_VERBS: dict[str, set[str]] = {
-    "inspector": {"read:map", "read:incidents", "self:tokens"},
-    "community_manager": {"read:map", "read:incidents", "self:tokens"},
-    "town_manager": {"read:map", "read:incidents", "self:tokens"},
-    "district_manager": {"read:map", "read:incidents", "self:tokens"},
-    "department_handler": {"read:map", "read:incidents", "self:tokens"},
+    "inspector": {"read:map", "read:incidents", "write:incidents", "write:cases", "self:tokens"},
+    "community_manager": {
+        "read:map",
+        "read:incidents",
+        "write:incidents",
+        "write:cases",
+        "self:tokens",
+    },
+    "town_manager": {"read:map", "read:incidents", "write:incidents", "write:cases", "self:tokens"},
+    "district_manager": {
+        "read:map",
+        "read:incidents",
+        "write:incidents",
+        "write:cases",
+        "self:tokens",
+    },
+    "department_handler": {"read:map", "read:incidents", "write:cases", "self:tokens"},
     "planner": {"read:map", "read:incidents", "read:analytics", "self:tokens"},
     "admin": {"*"},
 }
