@@ -23,6 +23,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         template_folder=str(PROJECT_ROOT / "templates"),
     )
     app.config.update(settings)
+    if settings["TRUSTED_PROXIES"]:
+        # Behind a proxy, rate limits and audit rows need the client's address, not the proxy's.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = int(settings["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.config["TESTING"] = settings["ENV"] == "testing" or bool(settings.get("TESTING"))
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     logging.basicConfig(level=settings["LOG_LEVEL"])

@@ -49,6 +49,8 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "LOG_LEVEL": ("INFO", str),
     "DEFAULT_LANGUAGE": ("zh", str),
     "SESSION_IDLE_MINUTES": (30, _as_int),
+    # How many reverse proxies in front set X-Forwarded-For (0: none; docker-compose: 1).
+    "TRUSTED_PROXIES": (0, _as_int),
     "SESSION_ABSOLUTE_HOURS": (12, _as_int),
     "LOGIN_MAX_FAILURES_ACCOUNT": (5, _as_int),
     "LOGIN_MAX_FAILURES_ADDRESS": (20, _as_int),

@@ -119,3 +119,20 @@ def test_index_page_is_chinese_first_with_english_available(admin_client):
     en = client.get("/?lang=en")
     assert "Grid management" in en.get_data(as_text=True)
     assert "lang=en" in en.headers["Set-Cookie"]
+
+
+def test_a_trusted_proxy_gives_the_client_address(database_url):
+    from flask import request
+
+    from gridops.auth.web import public
+
+    for hops, expected in ((0, "127.0.0.1"), (1, "203.0.113.9")):
+        app = create_app(app_config(database_url, TRUSTED_PROXIES=hops))
+
+        @app.get("/whoami")
+        @public
+        def whoami():
+            return request.remote_addr
+
+        response = app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert response.get_data(as_text=True) == expected

@@ -481,6 +481,11 @@ def test_disabling_a_user_ends_sessions_and_tokens_at_once(
     ).one()
     assert row.is_active is False and row.disabled_at is not None
     assert all(s.revoked_at is not None for s in user_sessions(session, user_id))
+    # Revoked, not just refused: re-enabling the account must not revive a lost tablet's token.
+    assert session.execute(
+        text("SELECT bool_and(revoked_at IS NOT NULL) FROM api_token WHERE user_id = :u"),
+        {"u": user_id},
+    ).scalar_one()
 
 
 def test_disabled_user_is_refused_even_if_rows_were_not_revoked(app, session, make_user):

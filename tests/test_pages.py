@@ -27,6 +27,16 @@ def test_sign_in_then_the_map_loads_leaflet_offline(page, live_server, live_admi
     assert page.problems == []
 
 
+def test_sign_out_from_the_header(page, live_server, live_admin):
+    sign_in(page, live_server, *live_admin)
+    page.click("#logout")
+    page.wait_for_load_state("networkidle")
+    assert page.url.startswith(live_server + "/login")
+    page.goto(live_server + "/")
+    assert page.url.startswith(live_server + "/login")  # the session really ended
+    assert page.problems == []
+
+
 def test_wrong_password_is_refused_in_chinese(page, live_server, live_admin):
     sign_in(page, live_server, live_admin[0], "not-the-password")
     assert "用户名或密码错误" in page.inner_text("main")

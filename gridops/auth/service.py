@@ -298,6 +298,8 @@ def authenticate(
     """
     limits = limits or LoginLimits()
     username = (username or "").strip().lower()[:64]
+    # Serialise attempts on one account, so that parallel guesses cannot all pass the count.
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:u))"), {"u": username})
     check_login_allowed(session, username, address, limits)
     user = session.execute(
         text("SELECT id, password_hash, is_active FROM app_user WHERE username = :u"),
