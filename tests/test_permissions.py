@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import h3
@@ -119,10 +121,20 @@ KIND_ARGUMENTS: dict[str, set[str]] = {
     "locate": set(),
     "collections": set(),
     "collection": {"collection_id", "feature_id"},
+    "intake": set(),
+    "case": {"case_id"},
+    "transitions": {"case_id"},
 }
-RECORD_ARGUMENTS = {"code", "feature_id", "token_id"}  # URL variables naming a scoped record
+# URL variables naming a scoped record (case_id: an incident, scoped like incidents/<id>).
+RECORD_ARGUMENTS = {"code", "feature_id", "token_id", "case_id"}
 # Kinds whose unsafe methods the matrix knows what to expect of.
-UNSAFE_KINDS = {"public", "self", "admin", "tokens"}
+UNSAFE_KINDS = {"public", "self", "admin", "tokens", "intake", "transitions"}
+# The case routes, by endpoint: each known for exactly one method.
+CASE_ENDPOINTS = {
+    "cases.incident_create": ("intake", "POST"),
+    "cases.case": ("case", "GET"),
+    "cases.case_transition": ("transitions", "POST"),
+}
 
 
 def classify(route: Route) -> tuple[str, str | None]:
@@ -137,6 +149,10 @@ def classify(route: Route) -> tuple[str, str | None]:
         kind = "admin"
     elif permission == ANY_USER:
         kind = "self"
+    elif route.endpoint in CASE_ENDPOINTS:
+        kind, method = CASE_ENDPOINTS[route.endpoint]
+        if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif route.endpoint.startswith("ogc."):
         kind = "collection" if "collection_id" in route.arguments else name
     elif name.startswith("token"):
@@ -338,6 +354,7 @@ class World:
     spare_tokens: dict[tuple[str, str], int]  # (role, via) -> id of another token, to revoke
     outsider: tuple[int, int]  # (user id, assignment id) of a user on the foreign side
     outsider_token: int
+    db: Any = None  # the test's session: removes the incidents the matrix reports
 
 
 def build_world(session, tmp_path, make_user, token_for) -> World:
@@ -433,7 +450,9 @@ def build_world(session, tmp_path, make_user, token_for) -> World:
     ).scalar_one()
     outsider_token, _ = auth.create_token(session, outsider_id, "outsider tablet", days=5)
     session.commit()
-    return World(sides, users, tokens, spares, (outsider_id, assignment), outsider_token)
+    return World(
+        sides, users, tokens, spares, (outsider_id, assignment), outsider_token, db=session
+    )
 
 
 @pytest.fixture
@@ -483,8 +502,8 @@ class Caller:
         assert response.status_code == 200, response.get_data(as_text=True)
         self.csrf = csrf_token(self.client)  # login starts a new session, with a new token
 
-    def __call__(self, method: str, url: str, body: Any = None):
-        headers = dict(self.headers)
+    def __call__(self, method: str, url: str, body: Any = None, headers: Any = None):
+        headers = {**self.headers, **(headers or {})}
         if method == "GET":
             return self.client.get(url, headers=headers)
         if self.csrf:
@@ -534,6 +553,7 @@ class Probe:
     url: str
     expect: Any  # callable(response) -> list of problems
     body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -723,8 +743,83 @@ class Matrix:
             yield Probe(route, "-", url, self.status(200) if route.safe else self.not_refused)
         elif kind == "public":
             yield Probe(route, "-", rule, self.not_refused)
+        elif kind == "intake":
+            for name, side in world.sides.items():
+                lon, lat = side.probe_point
+                body = {
+                    "client_uuid": str(uuid.uuid4()),  # a new report on every probe
+                    "category": "E0502",
+                    "lon": lon,
+                    "lat": lat,
+                    "captured_at": datetime.now(UTC).isoformat(),
+                    "description": "matrix probe",
+                }
+                yield Probe(route, name, rule, self.intake_check(name), body=body)
+        elif kind == "case":
+            for side, fid in self.sides_ids("incidents"):
+                url = rule.replace("<int:case_id>", fid)
+                yield Probe(route, side, url, self.case_check(side, fid))
+        elif kind == "transitions":
+            # A stale If-Match changes nothing: 412 shows the request got past the verb and
+            # the scope (which come first), 404 outside the jurisdiction.
+            body = {"action": "verify", "note": "matrix probe"}
+            for side, fid in self.sides_ids("incidents"):
+                url = rule.replace("<int:case_id>", fid)
+                expect = self.stale_check if self.visible(side) else self.status(404, "not-found")
+                yield Probe(route, side, url, expect, body=body, headers={"If-Match": '"999"'})
+            [own] = world.sides["own"].ids["incidents"]
+            url = rule.replace("<int:case_id>", own)
+            yield Probe(route, "own", url, self.status(428, "precondition-required"), body=body)
         else:  # pragma: no cover - classify() only gives the kinds above
             raise AssertionError(kind)
+
+    def intake_check(self, side: str):
+        """A report inside the jurisdiction is stored (201) in the grid of its point, one
+        outside it is refused as such (422). Stored reports are removed again, so that the
+        world stays as the other probes (and the next caller) expect it."""
+        if not self.visible(side):
+            return self.status(422, "outside-jurisdiction")
+        community = self.world.sides[side].community
+
+        def check(response) -> list[str]:
+            problems = self.status(201)(response)
+            if problems:
+                return problems
+            made = response.get_json()
+            if made.get("grid_code") != f"{community}004" or made.get("status") != "reported":
+                problems.append(f"report stored as {made}")
+            db = self.world.db
+            db.execute(text("DELETE FROM incident WHERE id = :id"), {"id": made["id"]})
+            db.commit()
+            return problems
+
+        return check
+
+    def case_check(self, side: str, case_id: str):
+        """Like incidents/<id> (404 outside, restricted roles without reporter or point),
+        with the case's state and an ETag of its version."""
+        found = self.found_or_not(side, case_id, "incidents")
+
+        def check(response) -> list[str]:
+            problems = found(response)
+            if response.status_code != 200:
+                if "ETag" in response.headers:
+                    problems.append(f"ETag {response.headers['ETag']} on a {response.status_code}")
+                return problems
+            body = response.get_json()
+            if (body.get("status"), body.get("version")) != ("reported", 1):
+                problems.append(f"case in state {body.get('status')} v{body.get('version')}")
+            if response.headers.get("ETag") != f'"{body.get("version")}"':
+                problems.append(f"ETag {response.headers.get('ETag')} for v{body.get('version')}")
+            return problems
+
+        return check
+
+    def stale_check(self, response) -> list[str]:
+        problems = self.status(412, "stale-version")(response)
+        if not problems and response.headers.get("ETag") != '"1"':
+            problems.append(f"412 with ETag {response.headers.get('ETag')}, not the version 1")
+        return problems
 
     def area_check(self, side: str, code: str):
         found = self.found_or_not(side, code, None)
@@ -895,7 +990,7 @@ class Matrix:
         # Reads first, then changes; ending the session comes last.
         probes.sort(key=lambda p: (not p.route.safe, p.route.permission == ANY_USER))
         for probe in probes:
-            response = caller(probe.route.method, probe.url, probe.body)
+            response = caller(probe.route.method, probe.url, probe.body, probe.headers)
             self.count += 1
             self.probed.add((probe.route, probe.side))
             problems = probe.expect(response) + self.canary_problems(probe, response)
@@ -915,7 +1010,7 @@ def run_matrix(app: Flask, world: World, role: str, via: str) -> Matrix:
     one_sided = sorted(
         str(route)
         for route, kind, _ in CLASSIFIED
-        if (set(route.arguments) & RECORD_ARGUMENTS or kind == "locate")
+        if (set(route.arguments) & RECORD_ARGUMENTS or kind in ("locate", "intake"))
         and not {(route, "own"), (route, "foreign")} <= matrix.probed
     )
     assert not one_sided, f"routes not called with own and foreign records: {one_sided}"
@@ -952,6 +1047,23 @@ def test_the_generator_refuses_what_it_does_not_know():
         Route("/api/v1/grids/<code>/<part>", "GET", "grids.grid", "read:map", ("code", "part")),
         Route("/api/v1/rivers", "GET", "grids.rivers", "read:map", ()),
         Route("/x", "GET", "web.x", UNDECLARED, ()),
+        # The case routes are known by endpoint and method; nothing else on them.
+        Route("/api/v1/cases", "POST", "cases.case_create", "write:cases", ()),
+        Route("/api/v1/cases/<int:case_id>", "DELETE", "cases.case", "write:cases", ("case_id",)),
+        Route(
+            "/api/v1/cases/<int:case_id>/transitions",
+            "GET",
+            "cases.case_transition",
+            "read:incidents",
+            ("case_id",),
+        ),
+        Route(
+            "/api/v1/cases/<int:case_id>/files/<int:file_id>",
+            "GET",
+            "cases.case",
+            "read:incidents",
+            ("case_id", "file_id"),
+        ),
     ]
     for route in unknown:
         with pytest.raises(Unclassified):
