@@ -47,7 +47,8 @@ def build_world(db: Session, tmp_path) -> dict:
             db.execute(
                 text(
                     "INSERT INTO incident (client_uuid, category_id, geom, reported_at, status) "
-                    "VALUES (gen_random_uuid(), (SELECT min(id) FROM category), "
+                    "VALUES (gen_random_uuid(), (SELECT min(id) FROM category "
+                    "WHERE time_limit_hours IS NOT NULL), "
                     "ST_SetSRID(ST_MakePoint(:lon, 23.01), 4326), now(), 'reported') "
                     "RETURNING id"
                 ),

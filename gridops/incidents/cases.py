@@ -113,6 +113,16 @@ def transition(
             "expected": expected_version,
         },
     )
+    if event.action == "dispatch":
+        # The handling clock starts at the first dispatch, with the category's time limit.
+        session.execute(
+            text(
+                "UPDATE incident i SET dispatched_at = coalesce(i.dispatched_at, "
+                "clock_timestamp()), time_limit_hours = coalesce(i.time_limit_hours, "
+                "c.time_limit_hours) FROM category c WHERE c.id = i.category_id AND i.id = :id"
+            ),
+            {"id": case_id},
+        )
     session.execute(
         text(
             "INSERT INTO case_event (incident_id, version, action, from_state, to_state, "

@@ -82,6 +82,8 @@ class Incident(Base):
     description: Mapped[str] = mapped_column(Text, server_default="")
     reported_by: Mapped[int | None] = mapped_column(BigInteger)  # app_user.id
     intake_sha256: Mapped[bytes | None] = mapped_column(LargeBinary)
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    time_limit_hours: Mapped[float | None] = mapped_column(REAL)
     # Personal data: never serialised for planners or the public.
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(40))

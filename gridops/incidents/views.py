@@ -14,6 +14,7 @@ from gridops.db import get_session
 from gridops.errors import FieldError, GridopsError, InvalidInput
 from gridops.features import LAYERS
 from gridops.incidents.cases import history, transition
+from gridops.incidents.clock import case_clock
 from gridops.incidents.intake import intake
 
 bp = Blueprint("cases", __name__, url_prefix="/api/v1")
@@ -55,9 +56,14 @@ def _case_body(case_id: int) -> tuple[dict, int]:
         {"id": case_id, **scope.params()},
     ).one()
     events = [e.__dict__ for e in history(db, case_id)]
-    return {**feature, "status": row.status, "version": row.version, "history": events}, int(
-        row.version
-    )
+    body = {
+        **feature,
+        "status": row.status,
+        "version": row.version,
+        "clock": case_clock(db, case_id),
+        "history": events,
+    }
+    return body, int(row.version)
 
 
 @bp.get("/cases/<int:case_id>")
