@@ -9,6 +9,7 @@ from flask import Response, json, request, url_for
 from gridops.auth.actor import Scope
 from gridops.auth.web import current_actor
 from gridops.db import get_session
+from gridops.errors import FieldError, InvalidInput
 from gridops.features import (
     MAX_LIMIT,
     Layer,
@@ -19,6 +20,14 @@ from gridops.features import (
 )
 
 GEOJSON = "application/geo+json"
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 422 saying it is not one."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput("send a JSON object", [FieldError("body", "not a JSON object")])
+    return body
 
 
 def actor_scope() -> Scope:

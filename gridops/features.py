@@ -150,6 +150,8 @@ LAYERS: dict[str, Layer] = {
                 "reported_at",
                 "source",
                 "grid_code",
+                "status",
+                "version",
                 "reporter_name",
                 "reporter_phone",
                 "device_id",
@@ -163,6 +165,8 @@ LAYERS: dict[str, Layer] = {
                 "reported_at",
                 "source",
                 "grid_code",
+                "status",
+                "version",
             ),
             from_sql=(
                 "(SELECT i.*, c.code AS category_code, c.name_zh AS category_name, "

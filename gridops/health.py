@@ -20,7 +20,7 @@ bp = Blueprint("health", __name__)
 
 @cache
 def _head_revision() -> str | None:
-    return migrate.head_revision("postgresql://")
+    return migrate.head_revision()
 
 
 def check_health(session: Session) -> dict[str, Any]:

@@ -13,11 +13,12 @@ from gridops.config import PROJECT_ROOT
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    # ConfigParser interpolation would choke on a '%' in a password.
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if url is not None:
+        # ConfigParser interpolation would choke on a '%' in a password.
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
@@ -38,5 +39,6 @@ def current_revision(url: str) -> str | None:
         engine.dispose()
 
 
-def head_revision(url: str) -> str | None:
+def head_revision(url: str | None = None) -> str | None:
+    """The newest revision in ``migrations/`` (the URL is not needed, only accepted)."""
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()

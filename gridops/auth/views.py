@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session
 from flask.typing import ResponseReturnValue
 from flask_login import login_user, logout_user
 
+from gridops.api import json_body
 from gridops.auth import audit
 from gridops.auth import service as auth
 from gridops.auth.web import ANY_USER, SignedIn, current_actor, public, requires, session_policy
@@ -15,13 +14,6 @@ from gridops.db import get_session
 from gridops.errors import FieldError, GridopsError, InvalidInput, NotFound
 
 bp = Blueprint("auth", __name__)
-
-
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("send a JSON object", [FieldError("body", "not a JSON object")])
-    return body
 
 
 def _safe_next(target: str | None) -> str:
@@ -52,7 +44,7 @@ def login() -> ResponseReturnValue:
 @public
 def login_post() -> ResponseReturnValue:
     wants_json = request.is_json
-    data = _json_body() if wants_json else request.form
+    data = json_body() if wants_json else request.form
     username = str(data.get("username", "")).strip().lower()
     password = str(data.get("password", ""))
     db = get_session()
@@ -145,7 +137,7 @@ def token_create() -> ResponseReturnValue:
     _session_only()
     actor = current_actor()
     assert actor is not None
-    body = _json_body()
+    body = json_body()
     days = body.get("days", 90)
     if not isinstance(days, int) or isinstance(days, bool):
         raise InvalidInput("days must be a whole number", [FieldError("days", "not an integer")])
@@ -189,7 +181,7 @@ def users() -> ResponseReturnValue:
 def user_create() -> ResponseReturnValue:
     actor = current_actor()
     assert actor is not None
-    body = _json_body()
+    body = json_body()
     db = get_session()
     user_id = auth.create_user(
         db,
@@ -209,7 +201,7 @@ def user_create() -> ResponseReturnValue:
 def role_assign(user_id: int) -> ResponseReturnValue:
     actor = current_actor()
     assert actor is not None
-    body = _json_body()
+    body = json_body()
     db = get_session()
     if auth.load_actor(db, user_id) is None:
         raise GridopsError(f"no active user {user_id}", status=404, title="Not found")

@@ -6,9 +6,8 @@ import re
 
 from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import text
 
-from gridops.api import actor_scope, feature_in_scope
+from gridops.api import feature_in_scope, json_body
 from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
 from gridops.errors import FieldError, GridopsError, InvalidInput
@@ -22,13 +21,6 @@ bp = Blueprint("cases", __name__, url_prefix="/api/v1")
 ETAG_RE = re.compile(r'^(?:W/)?"(\d+)"$')
 
 
-def _body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("send a JSON object", [FieldError("body", "not a JSON object")])
-    return body
-
-
 @bp.post("/incidents")
 @requires("write:incidents")
 def incident_create() -> ResponseReturnValue:
@@ -36,7 +28,7 @@ def incident_create() -> ResponseReturnValue:
     actor = current_actor()
     assert actor is not None
     db = get_session()
-    incident, created = intake(db, actor, _body())
+    incident, created = intake(db, actor, json_body())
     db.commit()
     response = jsonify(incident)
     response.status_code = 201 if created else 200
@@ -45,25 +37,18 @@ def incident_create() -> ResponseReturnValue:
 
 
 def _case_body(case_id: int) -> tuple[dict, int]:
+    """The case as the actor may see it (one scoped fetch), its clock and its history."""
     feature = feature_in_scope(LAYERS["incidents"], str(case_id))
     db = get_session()
-    scope = actor_scope()
-    row = db.execute(
-        text(
-            f"SELECT t.status, t.version FROM incident t WHERE t.id = :id "
-            f"AND {scope.point_visible()}"
-        ),
-        {"id": case_id, **scope.params()},
-    ).one()
-    events = [e.__dict__ for e in history(db, case_id)]
+    properties = feature["properties"]
     body = {
         **feature,
-        "status": row.status,
-        "version": row.version,
+        "status": properties["status"],
+        "version": properties["version"],
         "clock": case_clock(db, case_id),
-        "history": events,
+        "history": [e.__dict__ for e in history(db, case_id)],
     }
-    return body, int(row.version)
+    return body, int(properties["version"])
 
 
 @bp.get("/cases/<int:case_id>")
@@ -90,7 +75,7 @@ def case_transition(case_id: int) -> ResponseReturnValue:
             title="Precondition required",
             type_slug="precondition-required",
         )
-    body = _body()
+    body = json_body()
     action = body.get("action")
     note = body.get("note", "")
     if not isinstance(action, str) or not isinstance(note, str):
