@@ -48,6 +48,13 @@ class Category(Base):
     urgency: Mapped[int] = mapped_column(SmallInteger, default=2)
     time_limit_hours: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Working hours per stage; time_limit_hours above is the handling stage (处置).
+    verify_limit_hours: Mapped[float | None] = mapped_column(REAL)
+    dispatch_limit_hours: Mapped[float | None] = mapped_column(REAL)
+    check_limit_hours: Mapped[float | None] = mapped_column(REAL)
+    department_id: Mapped[int | None] = mapped_column(Integer)  # default handling department
+    duplicate_radius_m: Mapped[float] = mapped_column(REAL, server_default="50")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (UniqueConstraint("standard_ref", "code", name="category_code_unique"),)
 
@@ -84,6 +91,12 @@ class Incident(Base):
     intake_sha256: Mapped[bytes | None] = mapped_column(LargeBinary)
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     time_limit_hours: Mapped[float | None] = mapped_column(REAL)
+    # Set by cases.transition: the handling department (at dispatch), the handling deadline
+    # (NULL before dispatch and while the clock is paused), the close time, the original case.
+    department_id: Mapped[int | None] = mapped_column(Integer)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duplicate_of: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("incident.id"))
     # Personal data: never serialised for planners or the public.
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(40))
