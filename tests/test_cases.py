@@ -98,7 +98,9 @@ def test_stale_version_foreign_case_and_wrong_role(session, world):
         transition(session, west, "handle_on_spot", a["mgr.w"], expected_version=1)
     with pytest.raises(NotAllowed):  # filing is a manager's decision, not an inspector's
         transition(session, west, "file", a["insp.w"], expected_version=1)
-    with pytest.raises(IllegalTransition, match="allowed: file, handle_on_spot, verify, void"):
+    with pytest.raises(
+        IllegalTransition, match="allowed: file, handle_on_spot, mark_duplicate, verify, void"
+    ):
         transition(session, west, "close", a["mgr.w"], expected_version=1)
 
 

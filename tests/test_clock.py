@@ -12,7 +12,7 @@ from tests.test_cases import build_world
 def test_clock_starts_at_dispatch_stops_when_parked_and_goes_overdue(session, tmp_path):
     world = build_world(session, tmp_path)
     case, a = world["west"], world["actors"]
-    assert case_clock(session, case) is None  # no clock before dispatch
+    assert case_clock(session, case)["stage"]["name"] == "verify"  # no handling clock yet
     for version, (action, who) in enumerate(
         [("verify", "insp.w"), ("file", "mgr.w"), ("dispatch", "mgr.w")], start=1
     ):

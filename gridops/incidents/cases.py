@@ -14,8 +14,16 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridops.auth.actor import Actor, Assignment
-from gridops.errors import FieldError, GridopsError, NotFound
-from gridops.incidents.workflow import CaseState, Event, apply, next_state
+from gridops.errors import FieldError, GridopsError, InvalidInput, NotFound
+from gridops.incidents.clock import CLOCK_ACTIONS, store_deadline
+from gridops.incidents.workflow import (
+    FINAL_STATES,
+    CaseState,
+    Event,
+    apply,
+    linked_event,
+    next_state,
+)
 
 
 @dataclass
@@ -61,22 +69,31 @@ def transition(
     *,
     expected_version: int,
     note: str = "",
+    duplicate_of: int | None = None,
+    department: str | None = None,
 ) -> dict[str, Any]:
     """Apply ``action`` to case ``case_id``; returns the new state and version.
 
+    ``department`` (a department code) may go with ``dispatch``; without it the category's
+    default department handles the case. ``duplicate_of`` goes with ``mark_duplicate``: the
+    original case, which gets an event of its own.
+
     NotFound outside the actor's jurisdiction, StaleVersion (412) when ``expected_version`` is
-    not the current one, IllegalTransition (409) / NotAllowed (403) from the workflow. The
-    caller commits (or rolls back): case row and event are one unit.
+    not the current one, IllegalTransition (409) / NotAllowed (403) from the workflow,
+    InvalidInput (422) for a missing or unknown department or original. The caller commits
+    (or rolls back): case row, events and stored deadline are one unit.
     """
     scope = actor.scope()
-    row = session.execute(
-        text(
-            "SELECT t.status, t.version, t.parked_from, t.handler_id, t.rework_count, "
-            f"t.extensions FROM incident t WHERE t.id = :id AND {scope.point_visible()} "
-            "FOR UPDATE OF t"
-        ),
-        {"id": case_id, **scope.params()},
-    ).first()
+    if (duplicate_of is not None) != (action == "mark_duplicate"):
+        raise InvalidInput(
+            "duplicate_of goes with mark_duplicate, and only with it",
+            [FieldError("duplicate_of", "the id of the original case, for mark_duplicate")],
+        )
+    if department is not None and action != "dispatch":
+        raise InvalidInput(
+            "department goes with dispatch only", [FieldError("department", "only on dispatch")]
+        )
+    row = _lock_case(session, case_id, scope)
     if row is None:
         raise NotFound(f"no case {case_id}")
     if row.version != expected_version:
@@ -96,11 +113,18 @@ def transition(
     event: Event = next_state(case, action, actor_id=actor.user_id, roles=roles, note=note)
     after = apply(case, event)
     version = row.version + 1
+    department_id = _department_for(session, case_id, department) if action == "dispatch" else None
+    if duplicate_of is not None:
+        _link_original(session, actor, case_id, duplicate_of)
     session.execute(
         text(
             "UPDATE incident SET status = :state, version = :version, parked_from = :parked, "
             "handler_id = :handler, rework_count = :rework, extensions = :ext, "
-            "updated_at = clock_timestamp() WHERE id = :id AND version = :expected"
+            "updated_at = clock_timestamp(), "
+            "closed_at = CASE WHEN :closing THEN clock_timestamp() ELSE closed_at END, "
+            "duplicate_of = coalesce(:duplicate_of, duplicate_of), "
+            "department_id = coalesce(:department_id, department_id) "
+            "WHERE id = :id AND version = :expected"
         ),
         {
             "state": after.state,
@@ -111,6 +135,9 @@ def transition(
             "ext": after.extensions,
             "id": case_id,
             "expected": expected_version,
+            "closing": after.state == "closed",
+            "duplicate_of": duplicate_of,
+            "department_id": department_id,
         },
     )
     if event.action == "dispatch":
@@ -123,6 +150,24 @@ def transition(
             ),
             {"id": case_id},
         )
+    _write_event(session, case_id, version, event)
+    if event.action in CLOCK_ACTIONS and after.state not in FINAL_STATES:
+        store_deadline(session, case_id)
+    return {"id": case_id, "status": after.state, "version": version}
+
+
+def _lock_case(session: Session, case_id: int, scope: Any) -> Any:
+    return session.execute(
+        text(
+            "SELECT t.status, t.version, t.parked_from, t.handler_id, t.rework_count, "
+            f"t.extensions FROM incident t WHERE t.id = :id AND {scope.point_visible()} "
+            "FOR UPDATE OF t"
+        ),
+        {"id": case_id, **scope.params()},
+    ).first()
+
+
+def _write_event(session: Session, case_id: int, version: int, event: Event) -> None:
     session.execute(
         text(
             "INSERT INTO case_event (incident_id, version, action, from_state, to_state, "
@@ -135,11 +180,55 @@ def transition(
             "action": event.action,
             "from_state": event.from_state,
             "to_state": event.to_state,
-            "actor": actor.user_id,
-            "note": note,
+            "actor": event.actor_id,
+            "note": event.note,
         },
     )
-    return {"id": case_id, "status": after.state, "version": version}
+
+
+def _department_for(session: Session, case_id: int, code: str | None) -> int | None:
+    """The department a dispatch sends the case to: the one named, else the category's."""
+    if code is None:
+        return session.execute(
+            text(
+                "SELECT c.department_id FROM incident i JOIN category c ON c.id = i.category_id "
+                "WHERE i.id = :id"
+            ),
+            {"id": case_id},
+        ).scalar()
+    found = session.execute(
+        text("SELECT id FROM department WHERE code = :code"), {"code": code}
+    ).scalar()
+    if found is None:
+        raise InvalidInput(
+            f"no department {code!r}", [FieldError("department", "a known department code")]
+        )
+    return int(found)
+
+
+def _link_original(session: Session, actor: Actor, case_id: int, original_id: int) -> None:
+    """Write the ``duplicate_linked`` event on the original (locked, in the actor's scope)."""
+    problem = None
+    if original_id == case_id:
+        problem = "a case cannot duplicate itself"
+    else:
+        original = _lock_case(session, original_id, actor.scope())
+        if original is None:
+            problem = f"no case {original_id} in your jurisdiction"
+        elif original.status == "void":
+            problem = f"case {original_id} is void; link to the case it duplicates instead"
+    if problem is not None:
+        raise InvalidInput(problem, [FieldError("duplicate_of", problem)])
+    state = CaseState(state=original.status)
+    event = linked_event(state, actor_id=actor.user_id, duplicate_id=case_id)
+    version = original.version + 1
+    session.execute(
+        text(
+            "UPDATE incident SET version = :version, updated_at = clock_timestamp() WHERE id = :id"
+        ),
+        {"version": version, "id": original_id},
+    )
+    _write_event(session, original_id, version, event)
 
 
 def history(session: Session, case_id: int) -> list[Event]:

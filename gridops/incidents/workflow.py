@@ -39,6 +39,10 @@ SUPERVISION = frozenset({"inspector", "community_manager", "town_manager", "dist
 DISPATCH = frozenset({"community_manager", "town_manager", "district_manager"})
 HANDLING = frozenset({"department_handler"})
 EVERYONE = SUPERVISION | DISPATCH | HANDLING
+OPEN_STATES = tuple(s for s in STATES if s not in FINAL_STATES)
+# The event written on the original when another case is marked as its duplicate: it changes
+# nothing but the history (and the version, so that readers see the record moved on).
+DUPLICATE_LINKED = "duplicate_linked"
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ TRANSITIONS: dict[str, Transition] = {
         _t("close", ["checked"], "closed", DISPATCH),
         _t("park", ["filed", "dispatched", "in_handling"], "parked", DISPATCH, needs_note=True),
         _t("resume", ["parked"], "previous", DISPATCH),
+        # 重复上报: closes the case as void, linked to the original (the service checks it).
+        _t("mark_duplicate", OPEN_STATES, "void", DISPATCH),
     )
 }  # fmt: skip
 
@@ -172,6 +178,11 @@ def apply(case: CaseState, event: Event) -> CaseState:
     elif event.action == "approve_extension":
         after.extensions += 1
     return after
+
+
+def linked_event(case: CaseState, *, actor_id: int, duplicate_id: int) -> Event:
+    """The event on an original case when ``duplicate_id`` is marked as its duplicate."""
+    return Event(DUPLICATE_LINKED, case.state, case.state, actor_id, f"duplicate: #{duplicate_id}")
 
 
 def fold(events: Iterable[Event]) -> CaseState:
