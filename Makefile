@@ -22,6 +22,7 @@ demo: system-db $(STAMPS)/venv static/vendor/.installed $(DEMO_DATA)/planted.jso
 	$(BIN)/gridops db upgrade
 	$(BIN)/gridops demo load $(DEMO_DATA)
 	$(BIN)/gridops demo users
+	$(BIN)/gridops demo history
 	@echo "gridops demo: http://$(HOST):$(PORT)/"
 	$(BIN)/gridops serve --host $(HOST) --port $(PORT)
 

@@ -41,8 +41,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from gridops.cli import register_commands
     from gridops.grids.views import bp as grids_bp
     from gridops.health import bp as health_bp
+    from gridops.incidents.admin_views import bp as catalogue_bp
+    from gridops.incidents.listing import bp as case_list_bp
     from gridops.incidents.views import bp as cases_bp
+    from gridops.kpi.views import bp as kpi_bp
     from gridops.ogc import bp as ogc_bp
+    from gridops.open311.views import bp as open311_bp
     from gridops.overlays.views import bp as overlays_bp
     from gridops.web import i18n
     from gridops.web.views import bp as web_bp
@@ -64,6 +68,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(ogc_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(cases_bp)
+    app.register_blueprint(kpi_bp)
+    app.register_blueprint(catalogue_bp)
+    app.register_blueprint(case_list_bp)
+    app.register_blueprint(open311_bp)
     auth_web.check_declarations(app)
     register_commands(app.cli)
 

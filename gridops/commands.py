@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -196,9 +197,27 @@ def demo_load(data_dir: Path) -> None:
         session.close()
 
 
+@demo_cli.command("history")
+def demo_history() -> None:
+    """Play the demo's historical incidents through the workflow (after ``demo users``)."""
+    from gridops.demo_history import synthesise_history
+
+    session = open_session()
+    try:
+        started = time.perf_counter()
+        played = synthesise_history(session)
+        session.commit()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        session.close()
+    click.echo(f"case histories: {played} played in {time.perf_counter() - started:.1f} s")
+
+
 def register_data_commands(group: click.Group) -> None:
     from gridops.auth.commands import users_cli
+    from gridops.incidents.admin_commands import COMMANDS as admin_commands
 
-    for command in (import_command, grids_cli, demo_cli, users_cli):
+    for command in (import_command, grids_cli, demo_cli, users_cli, *admin_commands):
         if command.name not in group.commands:
             group.add_command(command)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
 
 
 class ConfigError(RuntimeError):
@@ -55,6 +56,11 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "LOGIN_MAX_FAILURES_ACCOUNT": (5, _as_int),
     "LOGIN_MAX_FAILURES_ADDRESS": (20, _as_int),
     "LOGIN_WINDOW_MINUTES": (15, _as_int),
+    # Incident photos: served only through an authorised route, so never under static/.
+    # PHOTO_DIR's default (var/photos) is resolved lazily, like DATABASE_URL's.
+    "PHOTO_DIR": (None, str),
+    "PHOTO_MAX_COUNT": (6, _as_int),  # per report or transition
+    "PHOTO_MAX_BYTES": (10 * MB, _as_int),  # per photo, as uploaded
 }
 
 
@@ -77,12 +83,33 @@ def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         )
     if config["DEFAULT_LANGUAGE"] not in {"zh", "en"}:
         raise ConfigError("GRIDOPS_DEFAULT_LANGUAGE must be zh or en")
+    _photo_settings(config)
     if not config["SECRET_KEY"]:
         if config["ENV"] == "production":
             raise ConfigError("GRIDOPS_SECRET_KEY must be set in production")
         # Development only: a per-process key; sessions do not survive a restart.
         config["SECRET_KEY"] = secrets.token_hex(32)
     return config
+
+
+def _photo_settings(config: dict[str, Any]) -> None:
+    """Resolve the photo folder and derive Flask's request-size cap from the photo limits."""
+    for name in ("PHOTO_MAX_COUNT", "PHOTO_MAX_BYTES"):
+        if int(config[name]) < 1:
+            raise ConfigError(f"GRIDOPS_{name} must be at least 1, got {config[name]!r}")
+    photo_dir = Path(config["PHOTO_DIR"] or var_dir() / "photos").absolute()
+    static = (PROJECT_ROOT / "static").resolve()
+    resolved = photo_dir.resolve()
+    if resolved == static or static in resolved.parents:
+        # Everything under static/ is served to anyone; photos are not public.
+        raise ConfigError(f"GRIDOPS_PHOTO_DIR must not be inside {static}, got {photo_dir}")
+    config["PHOTO_DIR"] = str(photo_dir)
+    if "MAX_CONTENT_LENGTH" not in config:
+        # A full set of photos plus room for the report and the multipart framing; a larger
+        # body is refused (413) before any of it is parsed.
+        config["MAX_CONTENT_LENGTH"] = (
+            int(config["PHOTO_MAX_COUNT"]) * int(config["PHOTO_MAX_BYTES"]) + MB
+        )
 
 
 def database_url(config: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ from gridops.auth.service import authenticate
 from gridops.cli import main
 from gridops.demo import load_demo
 from gridops.grids.topology import check_stored
+from gridops.incidents.workflow import Event, fold
 from tests.conftest import app_config
 from tests.test_geodata import load_build
 
@@ -171,3 +172,43 @@ def test_demo_through_the_api(demo, monkeypatch):
     where = client.get("/api/v1/locate?lon=113.1095&lat=23.0326").get_json()  # 祖庙
     assert where["district"]["name"] == "禅城区" and where["grid"]["code"].startswith("440604")
     assert client.get("/api/v1/locate?lon=114.3&lat=22.6").status_code == 422  # Shenzhen
+
+
+def test_demo_history_folds_and_looks_like_a_year_of_work(demo, monkeypatch):
+    monkeypatch.setenv("GRIDOPS_DATABASE_URL", demo[0])
+    assert CliRunner().invoke(main, ["demo", "users"]).exit_code == 0
+    played = CliRunner().invoke(main, ["demo", "history"])
+    assert played.exit_code == 0, played.output
+    engine = create_engine(demo[0], poolclass=pool.NullPool)
+    with Session(engine) as db:
+        events = db.execute(
+            text(
+                "SELECT incident_id, action, from_state, to_state, actor_id, note "
+                "FROM case_event ORDER BY incident_id, version"
+            )
+        ).all()
+        cases = dict(db.execute(text("SELECT id, status FROM incident")).all())
+        figures = db.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE status = 'closed') AS closed, "
+                "count(*) FILTER (WHERE status = 'closed' AND (deadline_at IS NULL "
+                "OR closed_at IS NULL OR department_id IS NULL)) AS incomplete, "
+                "count(*) FILTER (WHERE status NOT IN ('closed', 'void')) AS open, "
+                "count(*) FILTER (WHERE received_at <> reported_at) AS unreceived, "
+                "avg((closed_at > deadline_at)::int) FILTER (WHERE status = 'closed') AS late "
+                "FROM incident"
+            )
+        ).one()
+    again = CliRunner().invoke(main, ["demo", "history"])  # idempotent: nothing played twice
+    with Session(engine) as db:
+        assert db.execute(text("SELECT count(*) FROM case_event")).scalar() == len(events)
+    engine.dispose()
+    assert again.exit_code == 0
+    by_case: dict[int, list] = {}
+    for e in events:
+        by_case.setdefault(e.incident_id, []).append(Event(*e[1:]))
+    # Every stored history is one the workflow allows, and folds to the case's state.
+    assert all(fold(log).state == cases[case] for case, log in by_case.items())
+    assert figures.closed > 40_000 and figures.incomplete == 0 and figures.unreceived == 0
+    assert figures.open > 100  # recent reports are still being worked on
+    assert 0.05 < figures.late < 0.3  # most, not all, closed in time

@@ -22,9 +22,11 @@ Bugs the matrix found are kept at the end as regression tests.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,27 +115,48 @@ class Unclassified(Exception):
 KIND_ARGUMENTS: dict[str, set[str]] = {
     "public": set(),
     "self": set(),
-    "admin": {"user_id", "assignment_id"},
+    "admin": {"user_id", "assignment_id", "category_code", "day", "year"},
+    "catalogue": set(),
     "tokens": {"token_id"},
     "layer": {"code", "feature_id"},
     "areas": {"code"},
     "area_tree": set(),
     "locate": set(),
+    "kpis": set(),  # aggregates of the jurisdiction
     "collections": set(),
     "collection": {"collection_id", "feature_id"},
     "intake": set(),
     "case": {"case_id"},
     "transitions": {"case_id"},
+    "open311": {"fmt", "service_code", "service_request_id", "token"},
+    "case_list": set(),
+    "duplicates": set(),
+    "case_duplicates": {"case_id"},
+    "case_photo": {"case_id", "photo_id"},
 }
 # URL variables naming a scoped record (case_id: an incident, scoped like incidents/<id>).
-RECORD_ARGUMENTS = {"code", "feature_id", "token_id", "case_id"}
+RECORD_ARGUMENTS = {"code", "feature_id", "token_id", "case_id", "service_request_id", "token"}
 # Kinds whose unsafe methods the matrix knows what to expect of.
-UNSAFE_KINDS = {"public", "self", "admin", "tokens", "intake", "transitions"}
+UNSAFE_KINDS = {"public", "self", "admin", "tokens", "intake", "transitions", "open311"}
 # The case routes, by endpoint: each known for exactly one method.
+# Open311 GeoReport v2: public reads and a POST keyed by api_key (see open311_probes).
+OPEN311_ENDPOINTS = {
+    "open311.discovery": "GET",
+    "open311.services": "GET",
+    "open311.service_definition": "GET",
+    "open311.requests": "GET",
+    "open311.request_detail": "GET",
+    "open311.token": "GET",
+    "open311.request_create": "POST",
+}
 CASE_ENDPOINTS = {
     "cases.incident_create": ("intake", "POST"),
     "cases.case": ("case", "GET"),
     "cases.case_transition": ("transitions", "POST"),
+    "case_list.cases": ("case_list", "GET"),
+    "case_list.duplicates": ("duplicates", "GET"),
+    "case_list.case_duplicates_view": ("case_duplicates", "GET"),
+    "cases.case_photo": ("case_photo", "GET"),
 }
 
 
@@ -143,12 +166,20 @@ def classify(route: Route) -> tuple[str, str | None]:
     if permission is UNDECLARED:
         raise Unclassified("declares neither @requires nor @public")
     layer = None
-    if permission is None:
+    if route.endpoint.startswith("open311."):
+        kind = "open311"
+        if OPEN311_ENDPOINTS.get(route.endpoint) != route.method:
+            raise Unclassified(f"no expectations for {route.method} on {route.endpoint}")
+    elif permission is None:
         kind = "public"
     elif permission.startswith("admin:"):
         kind = "admin"
     elif permission == ANY_USER:
         kind = "self"
+    elif route.endpoint == "kpi.kpi_table":
+        kind = "kpis"
+    elif route.endpoint == "catalogue.categories":
+        kind = "catalogue"
     elif route.endpoint in CASE_ENDPOINTS:
         kind, method = CASE_ENDPOINTS[route.endpoint]
         if route.method != method:
@@ -434,6 +465,7 @@ def build_world(session, tmp_path, make_user, token_for) -> World:
             ids[layer] = [str(i) for i in rows]
             assert len(ids[layer]) == 1, (side.name, layer)
         assert set(ids) == set(LAYERS), "every layer needs records on every side"
+        ids["photos"] = [str(add_photo(session, tmp_path / "photos", int(ids["incidents"][0])))]
         sides[side.name] = Side(
             side.name, side.community, side.dx, side.areas, side.area_names, ids
         )
@@ -455,8 +487,29 @@ def build_world(session, tmp_path, make_user, token_for) -> World:
     )
 
 
+def add_photo(session, root, case_id: int) -> int:
+    """A photo of the case, stored under ``root`` as a report with a photo leaves it."""
+    from PIL import Image
+
+    from gridops.incidents.case_photos import (
+        PhotoStore,
+        PhotoWrites,
+        attach_photos,
+        prepare_photos,
+    )
+
+    store = PhotoStore(root)
+    upload = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(upload, "PNG")
+    with PhotoWrites(store) as writes:
+        prepared = prepare_photos([upload.getvalue()], store.limits)
+        [photo_id] = attach_photos(session, writes, case_id, prepared)
+        session.commit()
+    return photo_id
+
+
 @pytest.fixture
-def world(session, tmp_path, make_user, token_for, monkeypatch) -> World:
+def world(app, session, tmp_path, make_user, token_for, monkeypatch) -> World:
     # Nine users and their logins: cheap argon2 parameters keep the matrix quick (hashing is
     # tested on its own; here only who may do what).
     from argon2 import PasswordHasher
@@ -464,6 +517,7 @@ def world(session, tmp_path, make_user, token_for, monkeypatch) -> World:
     from gridops.auth import passwords
 
     monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    app.config["PHOTO_DIR"] = str(tmp_path / "photos")  # where build_world stores them
     return build_world(session, tmp_path, make_user, token_for)
 
 
@@ -532,7 +586,7 @@ def refusal(response) -> str | None:
 
 
 def body_text(response) -> str:
-    raw = response.get_data(as_text=True)
+    raw = response.get_data().decode("utf-8", "replace")  # photos are bytes
     if response.is_json:  # application/json, geo+json and problem+json
         try:
             return json.dumps(json.loads(raw), ensure_ascii=False)
@@ -575,7 +629,7 @@ class Matrix:
         def check(response) -> list[str]:
             got = response.status_code
             if got != expected:
-                return [f"expected {expected}, got {got} {response.get_data(as_text=True)[:160]}"]
+                return [f"expected {expected}, got {got} {body_text(response)[:160]}"]
             if slug and problem_type(response) != f"/problems/{slug}":
                 return [f"expected a {slug} problem, got {problem_type(response)}"]
             return []
@@ -665,6 +719,9 @@ class Matrix:
     # -- what to send, per kind of route -----------------------------------------------------
 
     def probes(self, route: Route, kind: str, layer: str | None) -> Iterator[Probe]:
+        if kind == "open311":  # public reads, a keyed POST: the same probes for everyone
+            yield from self.open311_probes(route)
+            return
         if self.role == ANONYMOUS:
             yield from self.anonymous_probes(route, kind, layer)
             return
@@ -740,9 +797,17 @@ class Matrix:
             outsider, assignment = world.outsider
             url = rule.replace("<int:user_id>", str(outsider))
             url = url.replace("<int:assignment_id>", str(assignment))
+            # Calendar and catalogue edits get an empty body: 422/404, nothing changes.
+            url = url.replace("<category_code>", "E0502").replace("<day>", "2027-10-01")
+            url = url.replace("<int:year>", "2027")
             yield Probe(route, "-", url, self.status(200) if route.safe else self.not_refused)
         elif kind == "public":
             yield Probe(route, "-", rule, self.not_refused)
+        elif kind == "catalogue":
+            yield Probe(route, "-", rule, self.catalogue_check)
+        elif kind == "kpis":
+            url = f"{rule}?period=year&start=2000-01-01&end=2099-12-31&by=community"
+            yield Probe(route, "-", url, self.kpi_check)
         elif kind == "intake":
             for name, side in world.sides.items():
                 lon, lat = side.probe_point
@@ -770,8 +835,56 @@ class Matrix:
             [own] = world.sides["own"].ids["incidents"]
             url = rule.replace("<int:case_id>", own)
             yield Probe(route, "own", url, self.status(428, "precondition-required"), body=body)
+        elif kind == "case_photo":
+            for side, fid in self.sides_ids("incidents"):
+                [photo] = world.sides[side].ids["photos"]
+                url = rule.replace("<int:case_id>", fid).replace("<int:photo_id>", photo)
+                for query in ("", "?size=thumb"):
+                    yield Probe(route, side, url + query, self.photo_check(side))
+            # A photo asked for through another case is not found, whoever asks.
+            [own] = world.sides["own"].ids["incidents"]
+            [foreign_photo] = world.sides["foreign"].ids["photos"]
+            url = rule.replace("<int:case_id>", own).replace("<int:photo_id>", foreign_photo)
+            yield Probe(route, "own", url, self.status(404, "not-found"))
+        elif kind == "case_list":
+            yield Probe(route, "-", f"{rule}?limit=1000", self.feature_collection("incidents"))
+        elif kind in ("duplicates", "case_duplicates"):
+            # The hint near each side's incident: that incident inside the jurisdiction (the
+            # routes' verb keeps out the roles that see no points), nothing or 404 outside.
+            for side, fid in self.sides_ids("incidents"):
+                lon, lat = world.sides[side].incident_point
+                category = world.db.execute(
+                    text("SELECT c.code FROM incident i JOIN category c ON c.id = i.category_id "
+                         "WHERE i.id = :id"),
+                    {"id": int(fid)},
+                ).scalar_one()  # fmt: skip
+                if kind == "duplicates":
+                    url = f"{rule}?category={category}&lon={lon}&lat={lat + 0.0001}"
+                    wanted = [int(fid)] if self.visible(side) else []
+                    yield Probe(route, side, url, self.hint_check(wanted))
+                elif self.visible(side):
+                    url = rule.replace("<int:case_id>", fid)
+                    yield Probe(route, side, url, self.hint_check([], case_id=int(fid)))
+                else:
+                    url = rule.replace("<int:case_id>", fid)
+                    yield Probe(route, side, url, self.status(404, "not-found"))
         else:  # pragma: no cover - classify() only gives the kinds above
             raise AssertionError(kind)
+
+    def hint_check(self, wanted: list[int], case_id: int | None = None):
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if problems:
+                return problems
+            body = response.get_json()
+            got = [d["id"] for d in body["possible_duplicates"]]
+            if got != wanted:
+                problems.append(f"duplicates {got}, expected {wanted}")
+            if case_id is not None and body.get("case_id") != case_id:
+                problems.append(f"hint for case {body.get('case_id')}, asked for {case_id}")
+            return problems
+
+        return check
 
     def intake_check(self, side: str):
         """A report inside the jurisdiction is stored (201) in the grid of its point, one
@@ -811,6 +924,188 @@ class Matrix:
                 problems.append(f"case in state {body.get('status')} v{body.get('version')}")
             if response.headers.get("ETag") != f'"{body.get("version")}"':
                 problems.append(f"ETag {response.headers.get('ETag')} for v{body.get('version')}")
+            return problems
+
+        return check
+
+    def photo_check(self, side: str):
+        """The JPEG for those who see the case in full; 404 for everyone else (restricted
+        roles see no photos: the department handler's case is not routed to them here)."""
+        if not self.visible(side) or self.role in RESTRICTED_ROLES:
+            return self.status(404, "not-found")
+
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if problems:
+                return problems
+            expected = {
+                "Content-Type": "image/jpeg",
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "private, max-age=86400",
+            }
+            problems = [
+                f"{header}: {response.headers.get(header)}, expected {value}"
+                for header, value in expected.items()
+                if response.headers.get(header) != value
+            ]
+            if response.get_data()[:3] != b"\xff\xd8\xff":
+                problems.append("not a JPEG")
+            return problems
+
+        return check
+
+    def catalogue_check(self, response) -> list[str]:
+        """The category tree: street order (E05) holds the unlicensed vendor (E0502)."""
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        tree = {major["code"]: major for major in response.get_json()["categories"]}
+        minors = {m["code"] for m in tree.get("E05", {}).get("minors", [])}
+        if "E0502" not in minors:
+            problems.append(f"E0502 not under E05: {sorted(minors)}")
+        if not response.headers.get("ETag"):
+            problems.append("no ETag on the category list")
+        return problems
+
+    def kpi_check(self, response) -> list[str]:
+        """KPIs count the cases of the jurisdiction: each visible side's community, no other."""
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        got = {r["group"] for r in response.get_json()["rows"] if r["reported"]}
+        wanted = {s.community for s in self.world.sides.values() if s.visible_to(self.role)}
+        if got != wanted:
+            problems.append(f"KPIs of communities {sorted(got)}, expected {sorted(wanted)}")
+        return problems
+
+    # -- Open311 ----------------------------------------------------------------------------
+
+    def open311_probes(self, route: Route) -> Iterator[Probe]:
+        """Reads are public: every side's case, its point exact only for a key (never the
+        cookie) that sees it in full, no reporter anywhere. Filing needs an api_key whose
+        user may write:incidents, at a point in their jurisdiction (else 400, nothing kept)."""
+        for fmt in ("xml", "json"):
+            rule = route.rule.replace("<fmt>", fmt)
+            if route.name == "request_create":
+                for name, side in self.world.sides.items():
+                    lon, lat = side.probe_point
+                    body = {
+                        "service_code": "E0502",
+                        "lat": lat,
+                        "long": lon,
+                        "description": "matrix probe",
+                        "first_name": side.reporter["reporter_name"],
+                        "phone": side.reporter["reporter_phone"],
+                        "device_id": side.reporter["device_id"],
+                    }
+                    check = self.open311_create_check(name, fmt)
+                    yield Probe(route, name, rule, check, body=body)
+            elif route.name == "requests":
+                yield Probe(route, "-", rule, self.open311_requests_check(fmt, None))
+            elif route.name == "request_detail":
+                for name, fid in self.sides_ids("incidents"):
+                    url = rule.replace("<service_request_id>", fid)
+                    yield Probe(route, name, url, self.open311_requests_check(fmt, fid))
+            elif route.name == "token":
+                for name, fid in self.sides_ids("incidents"):
+                    token = self.world.db.execute(
+                        text("SELECT client_uuid::text FROM incident WHERE id = :id"),
+                        {"id": int(fid)},
+                    ).scalar_one()
+                    url = rule.replace("<token>", token)
+                    yield Probe(route, name, url, self.open311_token_check(fmt, fid))
+            else:  # discovery, the service list and a service definition
+                url = rule.replace("<service_code>", "E0502")
+                yield Probe(route, "-", url, self.open311_status(fmt, 200))
+
+    @staticmethod
+    def open311_items(response, fmt: str) -> list[dict[str, Any]]:
+        if fmt == "json":
+            return response.get_json()
+        root = ET.fromstring(response.get_data())
+        return [{field.tag: field.text for field in item} for item in root]
+
+    def open311_status(self, fmt: str, expected: int):
+        content_type = {"xml": "text/xml", "json": "application/json"}[fmt]
+
+        def check(response) -> list[str]:
+            problems = self.status(expected)(response)
+            if response.headers.get("Content-Type") != f"{content_type}; charset=utf-8":
+                problems.append(f"Content-Type {response.headers.get('Content-Type')}")
+            if not problems and expected >= 400:
+                codes = {str(e["code"]) for e in self.open311_items(response, fmt)}
+                if codes != {str(expected)}:
+                    problems.append(f"spec error codes {codes} on a {expected}")
+            return problems
+
+        return check
+
+    def open311_full_view(self, side: str) -> bool:
+        return self.via == "token" and self.role not in RESTRICTED_ROLES and self.visible(side)
+
+    def open311_requests_check(self, fmt: str, only: str | None):
+        def check(response) -> list[str]:
+            problems = self.open311_status(fmt, 200)(response)
+            if problems:
+                return problems
+            listed = {str(r["service_request_id"]): r for r in self.open311_items(response, fmt)}
+            for name, fid in self.sides_ids("incidents"):
+                if only not in (None, fid):
+                    continue
+                if fid not in listed:
+                    problems.append(f"public request {fid} of the {name} side missing")
+                    continue
+                lon, lat = self.world.sides[name].incident_point
+                got = (float(listed[fid]["long"]), float(listed[fid]["lat"]))
+                if self.open311_full_view(name):
+                    if got != pytest.approx((lon, lat), abs=1e-9):
+                        problems.append(f"{name} request at {got}, not exactly {(lon, lat)}")
+                elif got != (round(lon, 3), round(lat, 3)):
+                    problems.append(f"LEAK: {name} request at {got}, not rounded to 0.001°")
+            return problems
+
+        return check
+
+    def open311_token_check(self, fmt: str, fid: str):
+        def check(response) -> list[str]:
+            problems = self.open311_status(fmt, 200)(response)
+            if not problems:
+                [found] = self.open311_items(response, fmt)
+                if str(found["service_request_id"]) != fid:
+                    problems.append(f"token resolved to {found['service_request_id']}, not {fid}")
+            return problems
+
+        return check
+
+    def open311_create_check(self, side: str, fmt: str):
+        """Only an api_key files (a cookie is no key): 403 without one or without
+        write:incidents, 400 outside the jurisdiction, else one public case in the point's
+        grid, with its reporter kept (and removed again, as intake_check does)."""
+        if self.via != "token" or not may(self.role, "write:incidents"):
+            return self.open311_status(fmt, 403)
+        if not self.visible(side):
+            return self.open311_status(fmt, 400)
+        community = self.world.sides[side].community
+
+        def check(response) -> list[str]:
+            problems = self.open311_status(fmt, 201)(response)
+            if problems:
+                return problems
+            [made] = self.open311_items(response, fmt)
+            made_id, db = int(made["service_request_id"]), self.world.db
+            row = db.execute(
+                text(
+                    "SELECT i.source, i.reporter_name, g.code FROM incident i JOIN unit_grid g "
+                    "ON g.id = i.grid_id WHERE i.id = :id"
+                ),
+                {"id": made_id},
+            ).one()
+            reporter = self.world.sides[side].reporter["reporter_name"]
+            wanted = ("public", reporter, f"{community}004")
+            if tuple(row) != wanted:
+                problems.append(f"request stored as {tuple(row)}, expected {wanted}")
+            db.execute(text("DELETE FROM incident WHERE id = :id"), {"id": made_id})
+            db.commit()
             return problems
 
         return check
@@ -980,6 +1275,9 @@ class Matrix:
         problems = []
         for name, side in self.world.sides.items():
             hidden = () if side.visible_to(self.role) else side.canaries
+            if probe.route.endpoint.startswith("open311."):
+                # Public: every side's case and address, never anybody's reporter.
+                hidden = tuple(c for c in side.canaries if c not in side.area_names)
             if self.role in RESTRICTED_ROLES:
                 hidden = (*hidden, *side.reporter.values())
             problems += [f"LEAK: {c!r} of the {name} side" for c in hidden if c in text_]
@@ -1046,7 +1344,23 @@ def test_the_generator_refuses_what_it_does_not_know():
         Route("/api/v1/incidents", "POST", "overlays.incident_create", "write:incidents", ()),
         Route("/api/v1/grids/<code>/<part>", "GET", "grids.grid", "read:map", ("code", "part")),
         Route("/api/v1/rivers", "GET", "grids.rivers", "read:map", ()),
+        Route("/api/v1/kpis", "POST", "kpi.kpi_table", "read:analytics", ()),
         Route("/x", "GET", "web.x", UNDECLARED, ()),
+        # Open311 routes are known by endpoint and method.
+        Route(
+            "/open311/v2/requests/<service_request_id>.<fmt>",
+            "DELETE",
+            "open311.request_detail",
+            None,
+            ("fmt", "service_request_id"),
+        ),
+        Route(
+            "/open311/v2/requests/<service_request_id>/notes.<fmt>",
+            "GET",
+            "open311.notes",
+            None,
+            ("fmt", "service_request_id"),
+        ),
         # The case routes are known by endpoint and method; nothing else on them.
         Route("/api/v1/cases", "POST", "cases.case_create", "write:cases", ()),
         Route("/api/v1/cases/<int:case_id>", "DELETE", "cases.case", "write:cases", ("case_id",)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,13 +90,27 @@ def _parse_report(report: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fingerprint(fields: Mapping[str, Any]) -> bytes:
+def _fingerprint(fields: Mapping[str, Any], photos: Sequence[str] | None = None) -> bytes:
     canonical = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in fields.items()}
+    if photos:
+        # Only when there are photos, so that reports without any keep their fingerprint.
+        # Sorted: an outbox that replays the same photos in another order sends the same report.
+        canonical["photos"] = sorted(photos)
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).digest()
 
 
-def intake(session: Session, actor: Actor, report: Mapping[str, Any]) -> tuple[dict, bool]:
+def intake(
+    session: Session,
+    actor: Actor,
+    report: Mapping[str, Any],
+    *,
+    photos: Sequence[str] | None = None,
+) -> tuple[dict, bool]:
     """Store a report as a case; returns (incident, created). The caller commits.
+
+    ``photos``: the SHA-256 (hex) of each photo uploaded with the report, as uploaded; they
+    belong to the report, so the same client UUID with other photos is a different report.
+    Storing the photos is the caller's (see ``gridops.incidents.case_photos``).
 
     Raises InvalidInput (422, every bad field named), OutsideJurisdiction (422) and Conflict
     (409) for a known client UUID carrying a different report.
@@ -115,7 +129,7 @@ def intake(session: Session, actor: Actor, report: Mapping[str, Any]) -> tuple[d
             [FieldError("category", "a minor class of the catalogue, e.g. E0502")],
         )
     where = locate(session, fields["lon"], fields["lat"], actor.scope())
-    digest = _fingerprint(fields)
+    digest = _fingerprint(fields, photos)
     created_id = session.execute(
         text(
             """

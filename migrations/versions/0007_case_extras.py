@@ -61,6 +61,8 @@ def upgrade() -> None:
         "WHERE status NOT IN ('closed', 'void')"
     )
     op.execute("CREATE INDEX incident_updated_idx ON incident (updated_at, id)")
+    # The case list pages newest-received first.
+    op.execute("CREATE INDEX incident_received_idx ON incident (received_at, id)")
     op.execute(
         """
         CREATE TABLE incident_photo (

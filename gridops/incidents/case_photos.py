@@ -1,0 +1,335 @@
+"""Photos on cases: taken with the report (the inspector's) or with a transition (the handler's
+after-photo, the checker's on-site photo), and shown only to those who see the case in full.
+
+Order of work for a request with photos, so that bad input leaves nothing behind:
+
+1. ``prepare_photos`` validates and re-encodes every upload in memory (``photos.process_photo``):
+   a count over the limit, an oversize file or a bad image is refused (413/422, naming
+   ``photos[i]``) before anything is written to disk or to the database.
+2. The case row (intake) or the transition is written in the request's transaction; a replay
+   of a known report stops here, so it stores no new files.
+3. ``attach_photos`` writes the files and inserts their ``incident_photo`` rows in that same
+   transaction. The files are written inside a ``PhotoWrites`` block, which deletes them again
+   if the block ends with an error, the commit's included: a failed transaction leaves no
+   files behind. (A process killed between the write and the commit can still leave orphans;
+   they have no row, so nobody can be served them.)
+
+The image bytes are never trusted (see ``gridops.incidents.photos``); this module only decides
+where they belong and who may see them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from gridops.auth.actor import Actor
+from gridops.errors import FieldError, InvalidInput, NotFound
+from gridops.incidents import photos
+from gridops.incidents.intake import intake
+from gridops.incidents.photos import (
+    PhotoLimits,
+    PhotoTooLarge,
+    StoredPhoto,
+    check_photo_count,
+    delete_stored,
+    open_stored,
+    process_photo,
+)
+
+FIELD = "photos"  # the multipart field of the files; errors name photos[0], photos[1] …
+SIZES = ("full", "thumb")
+
+
+@dataclass(frozen=True)
+class PhotoStore:
+    """Where photos live and how big they may be (from GRIDOPS_PHOTO_* settings)."""
+
+    root: Path
+    limits: PhotoLimits = field(default_factory=PhotoLimits)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PhotoStore:
+        limits = PhotoLimits(
+            max_bytes=int(config["PHOTO_MAX_BYTES"]), max_count=int(config["PHOTO_MAX_COUNT"])
+        )
+        return cls(Path(config["PHOTO_DIR"]), limits)
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """An upload that passed every check, re-encoded, not yet written anywhere."""
+
+    photo: bytes
+    thumb: bytes
+    meta: dict[str, Any]
+    upload_sha256: str  # of the bytes as uploaded: what makes a replay the same report
+
+
+def prepare_photos(uploads: Sequence[bytes], limits: PhotoLimits) -> list[PreparedPhoto]:
+    """Validate and re-encode every upload; nothing is written.
+
+    Raises InvalidInput (422) for too many photos or any bad image, PhotoTooLarge (413) when
+    one is too large; every bad photo is named (``photos[i]``) in one answer.
+    """
+    check_photo_count(len(uploads), limits, field=FIELD)
+    prepared: list[PreparedPhoto] = []
+    errors: list[FieldError] = []
+    too_large = False
+    for index, data in enumerate(uploads):
+        try:
+            photo, thumb, meta = process_photo(data, limits, field=f"{FIELD}[{index}]")
+        except InvalidInput as exc:
+            too_large = too_large or isinstance(exc, PhotoTooLarge)
+            errors.extend(exc.errors)
+            continue
+        prepared.append(PreparedPhoto(photo, thumb, meta, hashlib.sha256(data).hexdigest()))
+    if errors:
+        # One oversize file makes the whole request "too large": the client must shrink it
+        # before anything else about the request matters.
+        error_type = PhotoTooLarge if too_large else InvalidInput
+        noun = "photo was" if len(errors) == 1 else "photos were"
+        raise error_type(f"{len(errors)} {noun} not accepted", errors=errors)
+    return prepared
+
+
+class PhotoWrites:
+    """The photo files written for one transaction; deleted again unless the block succeeds.
+
+    Use as ``with PhotoWrites(store) as writes: …; session.commit()``: the commit goes inside
+    the block, so a commit that fails removes the files too.
+    """
+
+    def __init__(self, store: PhotoStore) -> None:
+        self.store = store
+        self.written: list[StoredPhoto] = []
+
+    def __enter__(self) -> PhotoWrites:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.discard()
+
+    def discard(self) -> None:
+        """Delete every file written so far (idempotent)."""
+        for stored in self.written:
+            with contextlib.suppress(OSError):
+                delete_stored(self.store.root, stored)
+        self.written.clear()
+
+    def write(self, prepared: PreparedPhoto) -> StoredPhoto:
+        """Write one prepared photo and its thumbnail, and keep it for ``discard``."""
+        stored = _write_prepared(self.store.root, prepared)
+        self.written.append(stored)
+        return stored
+
+
+def _write_prepared(root: Path, prepared: PreparedPhoto) -> StoredPhoto:
+    # The write half of photos.store_photo, for bytes already processed: store_photo would
+    # decode and re-encode again (about 0.4 s per 12 MP photo), and processing every photo
+    # before writing any is what keeps a bad third photo from leaving the first two behind.
+    # Same names, modes, atomic writes and clean-up, through that module's own helpers.
+    resolved_root = photos._check_root(root)
+    photo_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    folder = PurePosixPath(f"{now:%Y}", f"{now:%m}")
+    rel_photo = folder / f"{photo_id}.jpg"
+    rel_thumb = folder / f"{photo_id}_thumb.jpg"
+    directory = resolved_root / folder
+    directory.mkdir(mode=photos.DIR_MODE, parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for rel, payload in ((rel_photo, prepared.photo), (rel_thumb, prepared.thumb)):
+            target = resolved_root / rel
+            photos._write_atomic(target, payload)
+            written.append(target)
+        photos._fsync_dir(directory)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    meta = prepared.meta
+    return StoredPhoto(
+        id=photo_id,
+        sha256=meta["sha256"],
+        width=meta["width"],
+        height=meta["height"],
+        bytes=meta["bytes"],
+        content_type=photos.CONTENT_TYPE,
+        path=str(rel_photo),
+        thumb_path=str(rel_thumb),
+    )
+
+
+def attach_photos(
+    session: Session,
+    writes: PhotoWrites,
+    case_id: int,
+    prepared: Sequence[PreparedPhoto],
+    *,
+    event_version: int | None = None,
+    uploaded_by: int | None = None,
+) -> list[int]:
+    """Write the files and insert their rows in the caller's transaction; returns photo ids.
+
+    ``event_version`` ties the photos to the case event they came with (NULL: the report's
+    own photos). The caller commits inside the ``writes`` block.
+    """
+    ids: list[int] = []
+    for item in prepared:
+        stored = writes.write(item)
+        ids.append(
+            session.execute(
+                text(
+                    "INSERT INTO incident_photo (incident_id, event_version, path, thumb_path, "
+                    "sha256, width, height, bytes, content_type, uploaded_by) VALUES (:case, "
+                    ":version, :path, :thumb, :sha, :width, :height, :bytes, :type, :by) "
+                    "RETURNING id"
+                ),
+                {
+                    "case": case_id,
+                    "version": event_version,
+                    "path": stored.path,
+                    "thumb": stored.thumb_path,
+                    "sha": stored.sha256,
+                    "width": stored.width,
+                    "height": stored.height,
+                    "bytes": stored.bytes,
+                    "type": stored.content_type,
+                    "by": uploaded_by,
+                },
+            ).scalar_one()
+        )
+    return ids
+
+
+def intake_with_photos(
+    session: Session,
+    actor: Actor,
+    report: Mapping[str, Any],
+    prepared: Sequence[PreparedPhoto],
+    writes: PhotoWrites,
+) -> tuple[dict[str, Any], bool]:
+    """``intake`` plus the report's photos; returns (incident, created). The caller commits.
+
+    The raw uploads' digests are part of the report's fingerprint: a replay with the same
+    photos returns the stored incident (and writes nothing), other photos are a 409.
+    """
+    digests = [p.upload_sha256 for p in prepared]
+    incident, created = intake(session, actor, report, photos=digests)
+    if created and prepared:
+        attach_photos(session, writes, incident["id"], prepared, uploaded_by=actor.user_id)
+    return incident, created
+
+
+# -- who sees them -------------------------------------------------------------------------
+
+
+def sees_in_full(session: Session, actor: Actor, case_id: int) -> bool:
+    """May ``actor`` see case ``case_id`` in full (reporter, point, photos)?
+
+    Yes for roles with full access where the case lies, and for a department handler once the
+    case is routed to their department (inside that department's area). Planners never.
+    """
+    scope = actor.scope()
+    conditions = [scope.point_in_full("t.geom")]
+    params: dict[str, Any] = {"id": case_id, **scope.params()}
+    for n, assignment in enumerate(actor.assignments):
+        if assignment.role == "department_handler" and assignment.department_id is not None:
+            conditions.append(
+                f"(t.department_id = :dept{n} AND EXISTS (SELECT 1 FROM admin_area a "
+                f"WHERE a.code = :dept_area{n} AND ST_Covers(a.geom, t.geom)))"
+            )
+            params[f"dept{n}"] = assignment.department_id
+            params[f"dept_area{n}"] = assignment.department_area
+    where = " OR ".join(conditions)
+    found = session.execute(
+        text(f"SELECT EXISTS (SELECT 1 FROM incident t WHERE t.id = :id AND ({where}))"), params
+    ).scalar()
+    return bool(found)
+
+
+def list_photos(session: Session, case_id: int) -> list[dict[str, Any]]:
+    """The photos of a case, oldest first (the report's, then each event's)."""
+    rows = session.execute(
+        text(
+            "SELECT id, event_version, width, height, created_at FROM incident_photo "
+            "WHERE incident_id = :id ORDER BY id"
+        ),
+        {"id": case_id},
+    ).all()
+    return [
+        {
+            "id": r.id,
+            "event_version": r.event_version,
+            "width": r.width,
+            "height": r.height,
+            "created_at": r.created_at.isoformat(),
+        }
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class PhotoFile:
+    """A stored file ready to send: its absolute path and a strong ETag for this size."""
+
+    path: Path
+    etag: str
+
+
+def photo_file(
+    session: Session, actor: Actor, root: Path, case_id: int, photo_id: int, size: str = "full"
+) -> PhotoFile:
+    """The file of photo ``photo_id`` of case ``case_id`` for ``actor``; NotFound unless they
+    see the case in full and the photo belongs to it. The caller has checked the jurisdiction
+    (a case outside it is NotFound there already)."""
+    if size not in SIZES:
+        raise InvalidInput(
+            f"size must be one of {', '.join(SIZES)}", [FieldError("size", "thumb, or leave out")]
+        )
+    if not sees_in_full(session, actor, case_id):
+        raise NotFound("No such photo.")
+    row = session.execute(
+        text(
+            "SELECT path, thumb_path, sha256 FROM incident_photo "
+            "WHERE id = :photo AND incident_id = :case"
+        ),
+        {"photo": photo_id, "case": case_id},
+    ).first()
+    if row is None:
+        raise NotFound("No such photo.")
+    if size == "thumb":
+        return PhotoFile(open_stored(root, row.thumb_path), f"{row.sha256}-thumb")
+    return PhotoFile(open_stored(root, row.path), row.sha256)
+
+
+__all__ = [
+    "PhotoFile",
+    "PhotoStore",
+    "PhotoWrites",
+    "PreparedPhoto",
+    "attach_photos",
+    "intake_with_photos",
+    "list_photos",
+    "photo_file",
+    "prepare_photos",
+    "sees_in_full",
+]
