@@ -488,11 +488,32 @@ def case_duplicates(
 
 
 def hint_after_intake(session: Session, actor: Actor, case_id: int) -> list[dict[str, Any]]:
-    """The hint for a report just filed; empty where the reporter does not see it in full."""
-    try:
-        return case_duplicates(session, actor.scope(), case_id)["possible_duplicates"]
-    except NotFound:
-        return []
+    """The hint for a report just filed, in one query (it runs on every report a tablet
+    sends): open cases of its category within the radius that the reporter sees in full."""
+    scope = actor.scope()
+    rows = session.execute(
+        text(
+            "WITH me AS (SELECT i.id, i.category_id, i.geom, i.geom::geography AS g, "
+            "c.duplicate_radius_m AS r, c.duplicate_radius_m / (111000.0 * "
+            "greatest(cos(radians(ST_Y(i.geom))), 0.01)) * 1.02 AS pad "
+            "FROM incident i JOIN category c ON c.id = i.category_id WHERE i.id = :id) "
+            "SELECT t.id, t.status, t.received_at, ST_Distance(t.geom::geography, me.g) AS d "
+            f"FROM me JOIN incident t ON t.category_id = me.category_id AND t.id <> me.id "
+            f"AND {OPEN_SQL} AND t.geom && ST_Expand(me.geom, me.pad) "
+            "AND ST_DWithin(t.geom::geography, me.g, me.r) "
+            f"WHERE {scope.point_in_full('t.geom')} ORDER BY d, t.id LIMIT :limit"
+        ),
+        {"id": case_id, "limit": DUPLICATE_LIMIT, **scope.params()},
+    ).all()
+    return [
+        {
+            "id": r.id,
+            "status": r.status,
+            "received_at": r.received_at.isoformat(),
+            "distance_m": round(float(r.d), 1),
+        }
+        for r in rows
+    ]
 
 
 # -- HTTP ----------------------------------------------------------------------------------
