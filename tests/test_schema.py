@@ -48,7 +48,7 @@ def test_models_match_the_migrations(connection):
         and not (
             isinstance(change, tuple)
             and change[0] == "remove_fk"
-            and change[1].referred_table.name in {"app_user", "department"}
+            and change[1].referred_table.name in {"app_user", "department", "component"}
         )
     ]
     assert diff == []
@@ -64,11 +64,15 @@ def test_geometry_columns_are_typed_and_indexed(connection):
         ("enterprise", "POINT", 4326),
         ("service_outlet", "POINT", 4326),
         ("incident", "POINT", 4326),
+        ("component", "POINT", 4326),
+        ("patrol_point", "POINT", 4326),
+        ("inspector_profile", "POINT", 4326),  # a start point per inspector: no index needed
     }
     gist = connection.execute(
         text("SELECT tablename FROM pg_indexes WHERE indexdef ILIKE '%USING gist (geom)%'")
     ).scalars()
-    assert {"admin_area", "unit_grid", "enterprise", "service_outlet", "incident"} <= set(gist)
+    indexed = {"admin_area", "unit_grid", "enterprise", "service_outlet", "incident"}
+    assert indexed | {"component", "patrol_point"} <= set(gist)
 
 
 def _insert_city(connection, geom_sql: str) -> None:

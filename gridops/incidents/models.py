@@ -97,6 +97,12 @@ class Incident(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duplicate_of: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("incident.id"))
+    # Dispatch: the component concerned, who the case waits on now, SLA sweep bookkeeping.
+    component_id: Mapped[int | None] = mapped_column(BigInteger)
+    assignee_id: Mapped[int | None] = mapped_column(BigInteger)  # app_user.id
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    escalation_level: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     # Personal data: never serialised for planners or the public.
     reporter_name: Mapped[str | None] = mapped_column(String(100))
     reporter_phone: Mapped[str | None] = mapped_column(String(40))
