@@ -14,12 +14,18 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridops.auth.actor import Actor, Assignment
+from gridops.dispatch.routing import grid_inspector_for, record_decision, route_department
 from gridops.errors import FieldError, GridopsError, InvalidInput, NotFound
 from gridops.incidents.clock import CLOCK_ACTIONS, store_deadline
+from gridops.incidents.workcal import local_today
 from gridops.incidents.workflow import (
+    ASSIGN,
+    DISPATCH,
     FINAL_STATES,
     CaseState,
     Event,
+    IllegalTransition,
+    NotAllowed,
     apply,
     linked_event,
     next_state,
@@ -113,7 +119,7 @@ def transition(
     event: Event = next_state(case, action, actor_id=actor.user_id, roles=roles, note=note)
     after = apply(case, event)
     version = row.version + 1
-    department_id = _department_for(session, case_id, department) if action == "dispatch" else None
+    department_id = _named_department(session, department) if department is not None else None
     if duplicate_of is not None:
         _link_original(session, actor, case_id, duplicate_of)
     session.execute(
@@ -151,9 +157,109 @@ def transition(
             {"id": case_id},
         )
     _write_event(session, case_id, version, event)
+    _route_and_assign(session, case_id, event, after, actor)
     if event.action in CLOCK_ACTIONS and after.state not in FINAL_STATES:
         store_deadline(session, case_id)
     return {"id": case_id, "status": after.state, "version": version}
+
+
+def assign(
+    session: Session,
+    case_id: int,
+    actor: Actor,
+    *,
+    expected_version: int,
+    assignee_id: int | None = None,
+    department: str | None = None,
+    note: str = "",
+) -> dict[str, Any]:
+    """A dispatcher gives an open case to a person and/or a department (assign, reassign).
+
+    The case keeps its state; an ``assign`` event records who did it and to whom, under the
+    same version guard as transitions. The assignee must be an active user who can act on the
+    case where it lies (an inspector of its grid, a manager of its area, a handler of its
+    department). NotFound outside the jurisdiction, StaleVersion (412), NotAllowed (403) for
+    non-dispatchers, IllegalTransition (409) on a final case, InvalidInput (422) otherwise.
+    """
+    if assignee_id is None and department is None:
+        raise InvalidInput(
+            "name an assignee, a department or both",
+            [FieldError("assignee", "a user id"), FieldError("department", "a department code")],
+        )
+    row = _lock_case(session, case_id, actor.scope())
+    if row is None:
+        raise NotFound(f"no case {case_id}")
+    if row.version != expected_version:
+        raise StaleVersion(
+            f"case {case_id} is at version {row.version}, not {expected_version}: reload it",
+            [FieldError("If-Match", f"current version is {row.version}")],
+            headers={"ETag": f'"{row.version}"'},
+        )
+    if not _roles_here(session, actor, case_id) & (DISPATCH | {"admin"}):
+        raise NotAllowed("assigning cases needs a dispatcher's role where the case lies")
+    if row.status in FINAL_STATES:
+        raise IllegalTransition(
+            f"case {case_id} is {row.status}: nothing to assign",
+            [FieldError("action", "the case is final")],
+        )
+    department_id = _named_department(session, department) if department is not None else None
+    if assignee_id is not None:
+        _check_assignee(session, case_id, assignee_id, department_id)
+    version = row.version + 1
+    session.execute(
+        text(
+            "UPDATE incident SET version = :version, updated_at = clock_timestamp(), "
+            "assignee_id = coalesce(:assignee, assignee_id), "
+            "assigned_at = CASE WHEN :assigned THEN clock_timestamp() ELSE assigned_at END, "
+            "department_id = coalesce(:department, department_id) WHERE id = :id"
+        ),
+        {
+            "version": version,
+            "assignee": assignee_id,
+            "assigned": assignee_id is not None,
+            "department": department_id,
+            "id": case_id,
+        },
+    )
+    parts = []
+    if department is not None:
+        parts.append(f"department {department}")
+    if assignee_id is not None:
+        parts.append(f"user #{assignee_id}")
+    text_note = f"assigned to {' and '.join(parts)}" + (f": {note}" if note.strip() else "")
+    _write_event(
+        session, case_id, version, Event(ASSIGN, row.status, row.status, actor.user_id, text_note)
+    )
+    return {"id": case_id, "status": row.status, "version": version}
+
+
+def _check_assignee(
+    session: Session, case_id: int, assignee_id: int, department_id: int | None
+) -> None:
+    from gridops.auth import service as auth
+
+    problem = None
+    try:
+        assignee = auth.load_actor(session, assignee_id)
+    except GridopsError:
+        assignee = None
+    if assignee is None or not assignee.assignments:
+        problem = f"user {assignee_id} has no role"
+    else:
+        case_department = (
+            department_id
+            or session.execute(
+                text("SELECT department_id FROM incident WHERE id = :id"), {"id": case_id}
+            ).scalar()
+        )
+        handles_it = any(
+            a.role == "department_handler" and a.department_id == case_department
+            for a in assignee.assignments
+        )
+        if not handles_it and not _roles_here(session, assignee, case_id) - {"admin", "planner"}:
+            problem = f"user {assignee_id} cannot act on this case where it lies"
+    if problem is not None:
+        raise InvalidInput(problem, [FieldError("assignee", problem)])
 
 
 def _lock_case(session: Session, case_id: int, scope: Any) -> Any:
@@ -186,16 +292,7 @@ def _write_event(session: Session, case_id: int, version: int, event: Event) -> 
     )
 
 
-def _department_for(session: Session, case_id: int, code: str | None) -> int | None:
-    """The department a dispatch sends the case to: the one named, else the category's."""
-    if code is None:
-        return session.execute(
-            text(
-                "SELECT c.department_id FROM incident i JOIN category c ON c.id = i.category_id "
-                "WHERE i.id = :id"
-            ),
-            {"id": case_id},
-        ).scalar()
+def _named_department(session: Session, code: str) -> int:
     found = session.execute(
         text("SELECT id FROM department WHERE code = :code"), {"code": code}
     ).scalar()
@@ -204,6 +301,69 @@ def _department_for(session: Session, case_id: int, code: str | None) -> int | N
             f"no department {code!r}", [FieldError("department", "a known department code")]
         )
     return int(found)
+
+
+# Who a case waits on after each action: KEEP leaves the assignee as it is, None hands it to
+# the dispatchers' queue; the others are decided in _route_and_assign.
+KEEP = "keep"
+WAITS_ON = {
+    "verify": None, "file": None, "void": None, "dispatch": None, "accept": "actor",
+    "return": None, "request_extension": KEEP, "approve_extension": KEEP,
+    "refuse_extension": KEEP, "report_handled": "checker", "handle_on_spot": "checker",
+    "check_pass": None, "rework": "handler", "close": None, "park": KEEP, "resume": KEEP,
+    "mark_duplicate": None,
+}  # fmt: skip
+
+
+def _route_and_assign(
+    session: Session, case_id: int, event: Event, after: CaseState, actor: Actor
+) -> None:
+    """The automatic part of a transition: the department when a case is filed (or dispatched
+    without one), and who the case waits on now; each decision recorded with its reason."""
+    action = event.action
+    if action in ("file", "dispatch"):
+        current = session.execute(
+            text("SELECT department_id FROM incident WHERE id = :id"), {"id": case_id}
+        ).scalar()
+        if action == "file" or current is None:
+            department_id, reason = route_department(session, case_id)
+            session.execute(
+                text("UPDATE incident SET department_id = :d WHERE id = :id"),
+                {"d": department_id, "id": case_id},
+            )
+            record_decision(
+                session, case_id, kind="route", trigger=action, reason=reason,
+                department_id=department_id,
+            )  # fmt: skip
+    rule = WAITS_ON.get(action, KEEP)
+    if rule == KEEP:
+        return
+    assignee: int | None = None
+    if rule == "actor":
+        assignee = actor.user_id
+    elif rule == "handler":
+        assignee = after.handler_id
+    elif rule == "checker":
+        grid = session.execute(
+            text(
+                "SELECT g.code FROM incident i JOIN unit_grid g ON g.id = i.grid_id "
+                "WHERE i.id = :id"
+            ),
+            {"id": case_id},
+        ).scalar()
+        exclude = {after.handler_id} if after.handler_id is not None else set()
+        assignee, reason = grid_inspector_for(session, grid, on=local_today(), exclude=exclude)
+        record_decision(
+            session, case_id, kind="assign_check", trigger=action, reason=reason,
+            assignee_id=assignee,
+        )  # fmt: skip
+    session.execute(
+        text(
+            "UPDATE incident SET assignee_id = :a, "
+            "assigned_at = CASE WHEN :assigned THEN clock_timestamp() END WHERE id = :id"
+        ),
+        {"a": assignee, "assigned": assignee is not None, "id": case_id},
+    )
 
 
 def _link_original(session: Session, actor: Actor, case_id: int, original_id: int) -> None:
@@ -242,4 +402,4 @@ def history(session: Session, case_id: int) -> list[Event]:
     return [Event(r.action, r.from_state, r.to_state, r.actor_id, r.note) for r in rows]
 
 
-__all__ = ["StaleVersion", "history", "transition"]
+__all__ = ["StaleVersion", "assign", "history", "transition"]

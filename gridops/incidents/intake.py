@@ -19,8 +19,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridops.auth.actor import Actor
+from gridops.dispatch.routing import grid_inspector_for, record_decision
 from gridops.errors import Conflict, FieldError, InvalidInput
 from gridops.grids.locate import locate
+from gridops.incidents.workcal import local_today
 
 SOURCES = ("inspector", "hotline", "public", "referral")
 MAX_DESCRIPTION = 2000
@@ -99,6 +101,23 @@ def _fingerprint(fields: Mapping[str, Any], photos: Sequence[str] | None = None)
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).digest()
 
 
+def _assign_verification(session: Session, case_id: int, grid_code: str | None) -> None:
+    """A new report waits on the inspector of its grid, who verifies it on site."""
+    assignee, reason = grid_inspector_for(session, grid_code, on=local_today())
+    if assignee is not None:
+        session.execute(
+            text(
+                "UPDATE incident SET assignee_id = :a, assigned_at = clock_timestamp() "
+                "WHERE id = :id"
+            ),
+            {"a": assignee, "id": case_id},
+        )
+    record_decision(
+        session, case_id, kind="assign_verify", trigger="intake", reason=reason,
+        assignee_id=assignee,
+    )  # fmt: skip
+
+
 def intake(
     session: Session,
     actor: Actor,
@@ -171,6 +190,7 @@ def intake(
         created_id, status = stored.id, stored.status
     else:
         status = "reported"
+        _assign_verification(session, created_id, where.grid_code)
     return {
         "id": created_id,
         "client_uuid": fields["client_uuid"],

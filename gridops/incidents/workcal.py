@@ -113,6 +113,11 @@ def package_has_notice(year: int) -> bool:
     return _package_year(year).from_notice
 
 
+def local_today() -> date:
+    """Today in the city's time zone (duty rosters and absences are local days)."""
+    return datetime.now(TZ).date()
+
+
 def _aware(dt: datetime, name: str = "datetime") -> datetime:
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (Asia/Shanghai), got naive {dt!r}")

@@ -43,6 +43,8 @@ OPEN_STATES = tuple(s for s in STATES if s not in FINAL_STATES)
 # The event written on the original when another case is marked as its duplicate: it changes
 # nothing but the history (and the version, so that readers see the record moved on).
 DUPLICATE_LINKED = "duplicate_linked"
+# A dispatcher gave the case to someone (cases.assign): the state stays, the version moves.
+ASSIGN = "assign"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Dispatch: routing, assignment and the dispatcher's side of cases."""
