@@ -252,7 +252,7 @@ def _feature_sql(layer: Layer, properties: tuple[str, ...], geometry: bool = Tru
     )
 
 
-def _select(layer: Layer, scope: Scope) -> str:
+def feature_select(layer: Layer, scope: Scope) -> str:
     """The SELECT list and FROM of a layer: the feature as each kind of reader may see it."""
     source = layer.from_sql or layer.table
     full = _feature_sql(layer, layer.properties)
@@ -269,7 +269,7 @@ def _select(layer: Layer, scope: Scope) -> str:
     )
 
 
-def _as_seen(row: Any) -> dict[str, Any]:
+def feature_as_seen(row: Any) -> dict[str, Any]:
     """Restricted readers get the feature without personal data, located by its H3 cell."""
     if row.full_ok:
         return row.feature
@@ -315,13 +315,13 @@ def feature_page(
         params[f"f_{name}"] = value
     rows = session.execute(
         text(
-            f"{_select(layer, scope)} WHERE {' AND '.join(clauses)} "
+            f"{feature_select(layer, scope)} WHERE {' AND '.join(clauses)} "
             f"ORDER BY t.{layer.key} LIMIT :limit"
         ),
         params,
     ).all()
     next_cursor = str(rows[limit - 1].key) if len(rows) > limit else None
-    return [_as_seen(r) for r in rows[:limit]], next_cursor
+    return [feature_as_seen(r) for r in rows[:limit]], next_cursor
 
 
 def get_feature(
@@ -333,14 +333,14 @@ def get_feature(
     key = int(feature_id) if layer.key_is_int else feature_id
     row = session.execute(
         text(
-            f"{_select(layer, scope)} WHERE {layer.where} AND {layer.scope_condition(scope)} "
-            f"AND t.{layer.key} = :key"
+            f"{feature_select(layer, scope)} WHERE {layer.where} "
+            f"AND {layer.scope_condition(scope)} AND t.{layer.key} = :key"
         ),
         {"key": key, **scope.params()},
     ).first()
     if row is None:
         raise NotFound(f"no feature {feature_id!r} in {layer.id}")
-    return _as_seen(row)
+    return feature_as_seen(row)
 
 
 def layer_extent(session: Session, layer: Layer, scope: Scope = EVERYTHING) -> list[float] | None:

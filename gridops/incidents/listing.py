@@ -39,8 +39,8 @@ from gridops.features import (
     LAYERS,
     MAX_LIMIT,
     RESTRICTED_SNAP_DEG,
-    _as_seen,
-    _select,
+    feature_as_seen,
+    feature_select,
     parse_bbox,
 )
 from gridops.grids.locate import check_lonlat
@@ -369,8 +369,8 @@ def case_page(
     if query.after is not None:
         clauses.append("(t.received_at, t.id) < (:after_at, :after_id)")
         params.update(after_at=query.after[0], after_id=query.after[1])
-    # The feature as this reader may see it (features._select), plus the paging key.
-    select = _select(CASES, scope)
+    # The feature as this reader may see it (features.feature_select), plus the paging key.
+    select = feature_select(CASES, scope)
     assert select.startswith("SELECT ")
     rows = session.execute(
         text(
@@ -384,7 +384,7 @@ def case_page(
     if len(rows) > query.limit:
         last = rows[query.limit - 1]
         next_cursor = encode_cursor(last.sort_at, int(last.key))
-    return [_as_seen(r) for r in rows[: query.limit]], next_cursor
+    return [feature_as_seen(r) for r in rows[: query.limit]], next_cursor
 
 
 # -- the duplicate hint --------------------------------------------------------------------
