@@ -22,8 +22,13 @@ demo: system-db $(STAMPS)/venv static/vendor/.installed $(DEMO_DATA)/planted.jso
 	$(BIN)/gridops db upgrade
 	$(BIN)/gridops demo load $(DEMO_DATA)
 	$(BIN)/gridops demo users
+	$(BIN)/gridops demo roster
 	$(BIN)/gridops demo history
+	$(BIN)/gridops scheduler --once inspection_tasks
 	@echo "gridops demo: http://$(HOST):$(PORT)/"
+# The scheduler runs beside the server and is stopped (SIGTERM) whenever serve ends.
+	$(BIN)/gridops scheduler & scheduler=$$!; \
+	trap 'kill -TERM $$scheduler 2>/dev/null || true; wait $$scheduler || true' EXIT; \
 	$(BIN)/gridops serve --host $(HOST) --port $(PORT)
 
 test: system-db system-browser $(STAMPS)/venv static/vendor/.installed

@@ -39,15 +39,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from gridops.auth import web as auth_web
     from gridops.auth.views import bp as auth_bp
     from gridops.cli import register_commands
+    from gridops.dispatch.views import bp as dispatch_bp
     from gridops.grids.views import bp as grids_bp
     from gridops.health import bp as health_bp
     from gridops.incidents.admin_views import bp as catalogue_bp
     from gridops.incidents.listing import bp as case_list_bp
     from gridops.incidents.views import bp as cases_bp
+    from gridops.inspections.views import bp as inspections_bp
     from gridops.kpi.views import bp as kpi_bp
+    from gridops.notifications.views import bp as inbox_bp
     from gridops.ogc import bp as ogc_bp
     from gridops.open311.views import bp as open311_bp
     from gridops.overlays.views import bp as overlays_bp
+    from gridops.patrol.views import bp as patrol_bp
     from gridops.web import i18n
     from gridops.web.views import bp as web_bp
 
@@ -72,6 +76,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(catalogue_bp)
     app.register_blueprint(case_list_bp)
     app.register_blueprint(open311_bp)
+    app.register_blueprint(dispatch_bp)
+    app.register_blueprint(inbox_bp)
+    app.register_blueprint(inspections_bp)
+    app.register_blueprint(patrol_bp)
     auth_web.check_declarations(app)
     register_commands(app.cli)
 

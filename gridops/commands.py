@@ -45,7 +45,9 @@ def fail(exc: GridopsError) -> click.ClickException:
 
 
 @click.command("import")
-@click.argument("kind", type=click.Choice(["areas", "grids", "enterprises", "outlets"]))
+@click.argument(
+    "kind", type=click.Choice(["areas", "grids", "enterprises", "outlets", "components"])
+)
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--layer", help="Layer to read when the file has several.")
 @click.option("--field-map", help="Rename columns: ours=theirs,… e.g. code=GB_CODE,name=MC")
@@ -80,7 +82,8 @@ def import_command(
     overlap_m2: float,
     gap_m2: float,
 ) -> None:
-    """Import KIND (areas, grids, enterprises, outlets) from a GeoPackage, Shapefile or GeoJSON.
+    """Import KIND (areas, grids, enterprises, outlets, components) from a GeoPackage,
+    Shapefile, GeoJSON or (points) a CSV with lon and lat columns.
 
     All or nothing: a rejected row fails the import unless --allow-rejects.
     """
@@ -197,6 +200,20 @@ def demo_load(data_dir: Path) -> None:
         session.close()
 
 
+@demo_cli.command("roster")
+def demo_roster() -> None:
+    """Inspectors for every unit grid of the demo (after ``demo users``)."""
+    from gridops.demo_history import build_roster
+
+    session = open_session()
+    try:
+        duties = build_roster(session)
+        session.commit()
+    finally:
+        session.close()
+    click.echo(f"roster: {duties} grid duties")
+
+
 @demo_cli.command("history")
 def demo_history() -> None:
     """Play the demo's historical incidents through the workflow (after ``demo users``)."""
@@ -216,8 +233,11 @@ def demo_history() -> None:
 
 def register_data_commands(group: click.Group) -> None:
     from gridops.auth.commands import users_cli
+    from gridops.dispatch.commands import COMMANDS as dispatch_commands
     from gridops.incidents.admin_commands import COMMANDS as admin_commands
+    from gridops.scheduler.commands import scheduler_command
 
-    for command in (import_command, grids_cli, demo_cli, users_cli, *admin_commands):
+    commands = (import_command, grids_cli, demo_cli, users_cli, *admin_commands)
+    for command in (*commands, *dispatch_commands, scheduler_command):
         if command.name not in group.commands:
             group.add_command(command)

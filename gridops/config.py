@@ -61,6 +61,9 @@ SETTINGS: dict[str, tuple[Any, Any]] = {
     "PHOTO_DIR": (None, str),
     "PHOTO_MAX_COUNT": (6, _as_int),  # per report or transition
     "PHOTO_MAX_BYTES": (10 * MB, _as_int),  # per photo, as uploaded
+    # Where notifications go besides the in-app inbox: comma list of "inbox" (nothing more),
+    # "log", or "package.module:Class" (an SMS or e-mail gateway); see notifications.senders.
+    "NOTIFY_SENDERS": ("inbox", str),
 }
 
 

@@ -171,6 +171,79 @@ def _play(
     return events, extra
 
 
+def build_roster(session: Session) -> int:
+    """Two inspectors per gridded community of the demo, each the primary of half its unit
+    grids and the stand-in of the other half (``demo.inspector`` keeps its own grids in the
+    demo community); they are history-only accounts that cannot sign in. Idempotent; returns
+    how many duties were written."""
+    communities = session.execute(
+        text(
+            "SELECT community_code, array_agg(code ORDER BY code) AS grids FROM unit_grid "
+            "WHERE valid_to IS NULL GROUP BY community_code ORDER BY community_code"
+        )
+    ).all()
+    demo_inspector = session.execute(
+        text(
+            "SELECT u.id, r.grid_codes FROM app_user u JOIN role_assignment r ON r.user_id = u.id "
+            "AND r.role = 'inspector' WHERE u.username = 'demo.inspector'"
+        )
+    ).first()
+    duties: list[dict[str, Any]] = []
+    for community, grids in communities:
+        pair = []
+        for suffix in ("a", "b"):
+            username = f"insp.{community}.{suffix}"
+            user_id = session.execute(
+                text("SELECT id FROM app_user WHERE username = :u"), {"u": username}
+            ).scalar()
+            if user_id is None:
+                # Like the system account, these have no password that could ever match.
+                user_id = session.execute(
+                    text(
+                        "INSERT INTO app_user (username, display_name, password_hash) "
+                        "VALUES (:u, :d, '!') RETURNING id"
+                    ),
+                    {"u": username, "d": f"网格员 {community[-3:]}{suffix.upper()}"},
+                ).scalar_one()
+                auth.assign_role(session, user_id, "inspector", grid_codes=list(grids))
+            pair.append(int(user_id))
+        half = len(grids) // 2
+        for index, grid in enumerate(grids):
+            primary, stand_in = pair if index < half else pair[::-1]
+            duties.append({"g": grid, "u": primary, "p": True})
+            duties.append({"g": grid, "u": stand_in, "p": False})
+    if demo_inspector is not None:
+        own = set(demo_inspector.grid_codes)
+        for duty in duties:
+            if duty["g"] in own and duty["p"]:
+                duty["p"] = False  # the demo inspector is the primary of its own grids
+        duties += [{"g": g, "u": demo_inspector.id, "p": True} for g in sorted(own)]
+    session.execute(
+        text(
+            "DELETE FROM grid_inspector WHERE user_id IN (SELECT id FROM app_user "
+            "WHERE username LIKE 'insp.%' OR username = 'demo.inspector')"
+        )
+    )
+    session.execute(
+        text(
+            "INSERT INTO grid_inspector (grid_code, user_id, is_primary) VALUES (:g, :u, :p) "
+            "ON CONFLICT (grid_code, user_id) DO UPDATE SET is_primary = EXCLUDED.is_primary"
+        ),
+        duties,
+    )
+    # Start points for the day's routes: the middle of each inspector's grids.
+    session.execute(
+        text(
+            "INSERT INTO inspector_profile (user_id, tasks_per_day, home) "
+            "SELECT gi.user_id, 12, ST_PointOnSurface(ST_Union(g.geom)) FROM grid_inspector gi "
+            "JOIN unit_grid g ON g.code = gi.grid_code AND g.valid_to IS NULL "
+            "WHERE gi.is_primary GROUP BY gi.user_id "
+            "ON CONFLICT (user_id) DO UPDATE SET home = EXCLUDED.home"
+        )
+    )
+    return len(duties)
+
+
 def synthesise_history(session: Session, *, seed: int = 30428) -> int:
     """Give every incident without events a played-through history; returns how many."""
     departments = _ensure_departments(session)

@@ -88,7 +88,13 @@ def read_lonlat(
         raise _bad("layer", f"{path.name} has several layers ({', '.join(layers)}): pick one")
     if layer is not None and layer not in layers:
         raise _bad("layer", f"{path.name} has no layer {layer!r} (it has {', '.join(layers)})")
-    frame = gpd.read_file(path, layer=layer, engine="pyogrio")
+    # A CSV is a point file when it has lon and lat columns (GDAL's CSV driver reads them).
+    csv_points = (
+        {"X_POSSIBLE_NAMES": "lon", "Y_POSSIBLE_NAMES": "lat", "KEEP_GEOM_COLUMNS": "NO"}
+        if path.suffix.lower() == ".csv"
+        else {}
+    )
+    frame = gpd.read_file(path, layer=layer, engine="pyogrio", **csv_points)
 
     if src_crs:
         try:

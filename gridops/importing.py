@@ -1,4 +1,5 @@
-"""``gridops import``: areas, unit grids, enterprises and service outlets from GIS files.
+"""``gridops import``: areas, unit grids, enterprises, service outlets and components (部件)
+from GIS files (a CSV with ``lon`` and ``lat`` columns is a point file too).
 
 The file is read into lon/lat (``geofiles``), checked row by row in Python (fields, codes,
 check characters), then copied into a temporary staging table where PostGIS checks the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,19 +34,23 @@ from gridops.grids.topology import TopologyLimits, check_staged_topology
 from gridops.overlays.uscc import uscc_error
 from gridops.staging import Reject, reject_staged
 
-KINDS = ("areas", "grids", "enterprises", "outlets")
+KINDS = ("areas", "grids", "enterprises", "outlets", "components")
 POLYGONAL = {"areas", "grids"}
 REQUIRED = {
     "areas": ("code", "name"),
     "grids": ("code",),
     "enterprises": ("uscc", "name"),
     "outlets": ("code", "outlet_type", "name"),
+    "components": ("code",),
 }
 OPTIONAL = {
     "areas": ("name_en", "level", "parent_code"),
     "grids": ("community_code", "standard_ref"),
     "enterprises": ("industry", "risk_level", "address"),
     "outlets": ("opening_hours", "address", "phone"),
+    # category: C + major + minor (C0101); when absent it is read from the code's digits 7-10.
+    # owner, maintainer: department codes (权属单位, 养护单位).
+    "components": ("category", "name", "owner", "maintainer"),
 }
 
 
@@ -195,11 +201,30 @@ def _check_outlet(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return {**row, "parent": None, "level": None}, reasons
 
 
+def _check_component(row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A component ID is 16 digits: 6 county + 2 major + 2 minor + 6 serial (GB/T 30428.3)."""
+    code = row["code"]
+    reasons: list[str] = []
+    category = (row.get("category") or "").upper() or None
+    if not re.fullmatch(r"[0-9]{16}", code):
+        reasons.append(f"code {code!r} is not 16 digits (county, major, minor, serial)")
+    elif category is None:
+        category = f"C{code[6:10]}"
+    elif category != f"C{code[6:10]}":
+        reasons.append(
+            f"code {code} names class C{code[6:10]} (digits 7-10), not its category {category}"
+        )
+    if len(row.get("name") or "") > 200:
+        reasons.append("name is longer than 200 characters")
+    return {**row, "category": category, "parent": None, "level": None}, reasons
+
+
 ROW_CHECKS: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], list[str]]]] = {
     "areas": _check_area,
     "grids": _check_grid,
     "enterprises": _check_enterprise,
     "outlets": _check_outlet,
+    "components": _check_component,
 }
 
 
@@ -334,6 +359,35 @@ def _check_inside_jurisdiction(session: Session) -> list[Reject]:
     )
 
 
+def _check_staged_components(session: Session) -> list[Reject]:
+    """The category and departments a component names exist, and its county digits are those
+    of the district its point lies in."""
+    rejects = reject_staged(
+        session,
+        """
+        SELECT s.row_no, s.code, 'no component class ' || (s.attrs->>'category')
+               || ' in the catalogue' AS reason
+        FROM import_stage s
+        WHERE NOT EXISTS (SELECT 1 FROM category c WHERE c.code = s.attrs->>'category'
+                          AND c.kind = 'component' AND c.minor_code IS NOT NULL)
+        UNION ALL
+        SELECT s.row_no, s.code, 'no department ' || (s.attrs->>r.role) || ' (' || r.role || ')'
+        FROM import_stage s, (VALUES ('owner'), ('maintainer')) AS r (role)
+        WHERE s.attrs->>r.role IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM department d WHERE d.code = s.attrs->>r.role)
+        UNION ALL
+        SELECT s.row_no, s.code, 'code begins with county ' || left(s.code, 6)
+               || ' but the point lies in district ' || min(a.code)
+        FROM import_stage s JOIN admin_area a ON a.level = 'district'
+             AND ST_Covers(a.geom, s.geom)
+        WHERE GeometryType(s.geom) = 'POINT'
+        GROUP BY s.row_no, s.code HAVING bool_and(a.code <> left(s.code, 6))
+        ORDER BY 1, 3
+        """,
+    )
+    return rejects
+
+
 # -- writing -------------------------------------------------------------------------------
 
 
@@ -449,6 +503,35 @@ def _upsert_points(session: Session, kind: str) -> tuple[int, int]:
     return sum(flags), len(flags) - sum(flags)
 
 
+def _upsert_components(session: Session) -> tuple[int, int]:
+    columns = ("category_id", "name", "owner_department_id", "maintainer_department_id")
+    old = ", ".join(f"t.{c}" for c in columns)
+    new = ", ".join(f"EXCLUDED.{c}" for c in columns)
+    result = session.execute(
+        text(
+            f"""
+            INSERT INTO component AS t (code, {", ".join(columns)}, geom)
+            SELECT s.code,
+                   (SELECT c.id FROM category c WHERE c.code = s.attrs->>'category'
+                    AND c.kind = 'component' AND c.minor_code IS NOT NULL
+                    ORDER BY c.standard_ref DESC LIMIT 1),
+                   coalesce(s.attrs->>'name', ''), od.id, md.id, s.geom
+            FROM import_stage s
+            LEFT JOIN department od ON od.code = s.attrs->>'owner'
+            LEFT JOIN department md ON md.code = s.attrs->>'maintainer'
+            WHERE s.ok ORDER BY s.code
+            ON CONFLICT (code) DO UPDATE SET
+                {", ".join(f"{c} = EXCLUDED.{c}" for c in (*columns, "geom"))}
+            WHERE ({old}) IS DISTINCT FROM ({new})
+               OR NOT ST_OrderingEquals(t.geom, EXCLUDED.geom)
+            RETURNING (xmax = 0) AS inserted
+            """
+        )
+    )
+    flags = [r.inserted for r in result]
+    return sum(flags), len(flags) - sum(flags)
+
+
 def relocate_overlays(session: Session, community_codes: Iterable[str]) -> None:
     """Point enterprises and outlets in these communities at their current unit grid."""
     communities = list(community_codes)
@@ -498,6 +581,8 @@ def run_import(
             rejects += check_staged_topology(session, kind, options.limits)
         else:
             rejects += _check_inside_jurisdiction(session)
+        if kind == "components":
+            rejects += _check_staged_components(session)
         report.rejects = sorted(rejects, key=lambda r: (r.row is None, r.row or 0, r.reason))
         if report.rejects and not options.allow_rejects:
             raise ImportRejected(report)
@@ -506,6 +591,8 @@ def run_import(
             report.inserted, report.updated = _upsert_areas(session)
         elif kind == "grids":
             report.inserted, report.updated = _upsert_grids(session)
+        elif kind == "components":
+            report.inserted, report.updated = _upsert_components(session)
         else:
             report.inserted, report.updated = _upsert_points(session, kind)
         report.unchanged = ok - report.inserted - report.updated

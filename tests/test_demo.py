@@ -212,3 +212,31 @@ def test_demo_history_folds_and_looks_like_a_year_of_work(demo, monkeypatch):
     assert figures.closed > 40_000 and figures.incomplete == 0 and figures.unreceived == 0
     assert figures.open > 100  # recent reports are still being worked on
     assert 0.05 < figures.late < 0.3  # most, not all, closed in time
+
+
+def test_demo_roster_gives_every_unit_grid_one_primary_inspector(demo, monkeypatch):
+    monkeypatch.setenv("GRIDOPS_DATABASE_URL", demo[0])
+    assert CliRunner().invoke(main, ["demo", "users"]).exit_code == 0
+    for _ in range(2):  # idempotent
+        result = CliRunner().invoke(main, ["demo", "roster"])
+        assert result.exit_code == 0, result.output
+    engine = create_engine(demo[0], poolclass=pool.NullPool)
+    with Session(engine) as db:
+        grids = db.execute(
+            text(
+                "SELECT g.code, count(*) FILTER (WHERE gi.is_primary) AS primaries, "
+                "count(gi.user_id) AS inspectors FROM unit_grid g LEFT JOIN grid_inspector gi "
+                "ON gi.grid_code = g.code WHERE g.valid_to IS NULL GROUP BY g.code"
+            )
+        ).all()
+        own = db.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE gi.is_primary), max(cardinality(r.grid_codes)) "
+                "FROM grid_inspector gi JOIN app_user u ON u.id = gi.user_id "
+                "JOIN role_assignment r ON r.user_id = u.id AND r.role = 'inspector' "
+                "WHERE u.username = 'demo.inspector'"
+            )
+        ).one()
+    engine.dispose()
+    assert grids and all(g.primaries == 1 and g.inspectors >= 2 for g in grids)
+    assert own[0] == own[1] > 0  # the demo inspector keeps the grids it signs in with

@@ -107,6 +107,17 @@ def app_routes(app: Flask) -> list[Route]:
     return routes
 
 
+def remove_probe_report(db, incident_id: int) -> None:
+    """Take a probe's report out again. Its routing decisions are append-only evidence in a
+    real deployment; here the trigger is lifted for this one cleanup so the world stays as
+    every other probe expects it."""
+    db.execute(text("ALTER TABLE case_decision DISABLE TRIGGER case_decision_no_change"))
+    db.execute(text("DELETE FROM case_decision WHERE incident_id = :id"), {"id": incident_id})
+    db.execute(text("ALTER TABLE case_decision ENABLE TRIGGER case_decision_no_change"))
+    db.execute(text("DELETE FROM incident WHERE id = :id"), {"id": incident_id})
+    db.commit()
+
+
 class Unclassified(Exception):
     pass
 
@@ -133,11 +144,20 @@ KIND_ARGUMENTS: dict[str, set[str]] = {
     "duplicates": set(),
     "case_duplicates": {"case_id"},
     "case_photo": {"case_id", "photo_id"},
+    "inspection_tasks": set(),  # the day's tasks the caller sees (own, and in full scope)
+    "inspection_result": {"task_id"},
+    "inspection_plans": set(),  # plans whose target lies in the jurisdiction
+    "patrol_points": set(),  # the signed-in user's own points
+    "patrol_day": set(),  # inspectors of the jurisdiction (?user=<id> names one)
 }
 # URL variables naming a scoped record (case_id: an incident, scoped like incidents/<id>).
 RECORD_ARGUMENTS = {"code", "feature_id", "token_id", "case_id", "service_request_id", "token"}
+RECORD_ARGUMENTS |= {"task_id"}  # an inspection task, seen by its assignee or in full scope
 # Kinds whose unsafe methods the matrix knows what to expect of.
-UNSAFE_KINDS = {"public", "self", "admin", "tokens", "intake", "transitions", "open311"}
+UNSAFE_INSPECTION_KINDS = {"inspection_result"}
+UNSAFE_KINDS = {
+    "public", "self", "admin", "tokens", "intake", "transitions", "open311", "patrol_points",
+}  # fmt: skip
 # The case routes, by endpoint: each known for exactly one method.
 # Open311 GeoReport v2: public reads and a POST keyed by api_key (see open311_probes).
 OPEN311_ENDPOINTS = {
@@ -159,6 +179,60 @@ CASE_ENDPOINTS = {
     "cases.case_photo": ("case_photo", "GET"),
 }
 
+# Patrol tracks: a tablet uploads its user's own points; the day lists inspectors by scope.
+PATROL_ENDPOINTS = {
+    "patrol.points_upload": ("patrol_points", "POST"),
+    "patrol.day": ("patrol_day", "GET"),
+}
+
+
+# Inspections: an inspector's day, recording a result (If-Match), the plans of an area.
+INSPECTION_ENDPOINTS = {
+    "inspections.tasks": ("inspection_tasks", "GET"),
+    "inspections.task_result": ("inspection_result", "POST"),
+    "inspections.plans": ("inspection_plans", "GET"),
+}
+
+# Dispatch (the dispatcher's queue, assignment, workload), duties administration (admin:duties:
+# admins, and managers in their own area) and components on the map.
+DISPATCH_ENDPOINTS = {
+    "dispatch.queue_view": ("dispatch_queue", "GET"),
+    "dispatch.case_assign": ("dispatch_assign", "POST"),
+    "dispatch.bulk_assign": ("dispatch_bulk", "POST"),
+    "dispatch.workload": ("dispatch_workload", "GET"),
+    "dispatch.grid_inspectors": ("duties_grid", "GET"),
+    "dispatch.grid_inspectors_replace": ("duties_grid", "PUT"),
+    "dispatch.absences": ("duties_absences", "GET"),
+    "dispatch.absence_create": ("duties_absences", "POST"),
+    "dispatch.absence_delete": ("duties_absence", "DELETE"),
+    "dispatch.inspector_profile": ("duties_profile", "GET"),
+    "dispatch.inspector_profile_set": ("duties_profile", "PUT"),
+    "dispatch.components": ("components", "GET"),
+}
+DISPATCH_KINDS = {kind for kind, _ in DISPATCH_ENDPOINTS.values()}
+KIND_ARGUMENTS |= {
+    "dispatch_queue": set(),
+    "dispatch_assign": {"case_id"},
+    "dispatch_bulk": set(),
+    "dispatch_workload": set(),
+    "duties_grid": {"grid_code"},
+    "duties_absences": set(),
+    "duties_absence": {"absence_id"},
+    "duties_profile": {"user_id"},
+    "components": set(),
+}
+UNSAFE_KINDS |= DISPATCH_KINDS - {"dispatch_queue", "dispatch_workload", "components"}
+
+# The signed-in user's inbox (any signed-in user): their own notifications only.
+INBOX_ENDPOINTS = {
+    "inbox.inbox": ("inbox", "GET"),
+    "inbox.inbox_read": ("inbox_read", "POST"),
+    "inbox.inbox_read_all": ("inbox", "POST"),
+}
+KIND_ARGUMENTS |= {"inbox": set(), "inbox_read": {"notification_id"}}
+RECORD_ARGUMENTS |= {"notification_id"}  # a notification: found only by the user it is for
+UNSAFE_KINDS |= {"inbox", "inbox_read"}
+
 
 def classify(route: Route) -> tuple[str, str | None]:
     """(kind, layer id or None) of a route, from its permission, endpoint name and LAYERS."""
@@ -172,8 +246,16 @@ def classify(route: Route) -> tuple[str, str | None]:
             raise Unclassified(f"no expectations for {route.method} on {route.endpoint}")
     elif permission is None:
         kind = "public"
+    elif route.endpoint in DISPATCH_ENDPOINTS:  # before admin: managers hold admin:duties
+        kind, method = DISPATCH_ENDPOINTS[route.endpoint]
+        if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif permission.startswith("admin:"):
         kind = "admin"
+    elif route.endpoint in INBOX_ENDPOINTS:  # before self: ANY_USER, but own records
+        kind, method = INBOX_ENDPOINTS[route.endpoint]
+        if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif permission == ANY_USER:
         kind = "self"
     elif route.endpoint == "kpi.kpi_table":
@@ -182,6 +264,14 @@ def classify(route: Route) -> tuple[str, str | None]:
         kind = "catalogue"
     elif route.endpoint in CASE_ENDPOINTS:
         kind, method = CASE_ENDPOINTS[route.endpoint]
+        if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
+    elif route.endpoint in PATROL_ENDPOINTS:
+        kind, method = PATROL_ENDPOINTS[route.endpoint]
+        if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
+    elif route.endpoint in INSPECTION_ENDPOINTS:
+        kind, method = INSPECTION_ENDPOINTS[route.endpoint]
         if route.method != method:
             raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif route.endpoint.startswith("ogc."):
@@ -201,7 +291,7 @@ def classify(route: Route) -> tuple[str, str | None]:
     unknown = set(route.arguments) - KIND_ARGUMENTS[kind]
     if unknown:
         raise Unclassified(f"URL variables {sorted(unknown)} have no record kind")
-    if not route.safe and kind not in UNSAFE_KINDS:
+    if not route.safe and kind not in UNSAFE_KINDS | UNSAFE_INSPECTION_KINDS:
         raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     return kind, layer
 
@@ -348,6 +438,7 @@ class Side:
             *self.reporter.values(),
             f"Enterprise-{self.name}-Canary",
             f"Outlet-{self.name}-Canary",
+            f"Component-{self.name}-Canary",
         )
 
     def visible_to(self, role: str) -> bool:
@@ -386,6 +477,9 @@ class World:
     outsider: tuple[int, int]  # (user id, assignment id) of a user on the foreign side
     outsider_token: int
     db: Any = None  # the test's session: removes the incidents the matrix reports
+    # The patrol day (local date) and an inspector per side with a point in its grid 001 that
+    # day (own: the inspector role's user).
+    patrol: dict[str, Any] = field(default_factory=dict)
 
 
 def build_world(session, tmp_path, make_user, token_for) -> World:
@@ -466,6 +560,7 @@ def build_world(session, tmp_path, make_user, token_for) -> World:
             assert len(ids[layer]) == 1, (side.name, layer)
         assert set(ids) == set(LAYERS), "every layer needs records on every side"
         ids["photos"] = [str(add_photo(session, tmp_path / "photos", int(ids["incidents"][0])))]
+        ids["components"] = [str(add_component(session, side))]
         sides[side.name] = Side(
             side.name, side.community, side.dx, side.areas, side.area_names, ids
         )
@@ -481,10 +576,71 @@ def build_world(session, tmp_path, make_user, token_for) -> World:
         text("SELECT id FROM role_assignment WHERE user_id = :u"), {"u": outsider_id}
     ).scalar_one()
     outsider_token, _ = auth.create_token(session, outsider_id, "outsider tablet", days=5)
+    add_inspection_tasks(session, sides, users["inspector"][0])
+    patrollers = {"own": users["inspector"][0]}
+    for name in ("sibling", "foreign"):
+        grids = [f"{SIDE[name].community}{i:03d}" for i in range(1, 5)]
+        patrollers[name], _ = make_user("inspector", grid_codes=grids)
+    patrol_day = None
+    for name, user_id in patrollers.items():
+        lon, lat = SIDE[name].incident_point  # in grid 001
+        patrol_day = session.execute(
+            text(
+                "INSERT INTO patrol_point (user_id, recorded_at, geom, accuracy_m) "
+                "VALUES (:u, now() - interval '1 minute', ST_SetSRID(ST_MakePoint(:lon, :lat), "
+                "4326), 5) RETURNING (recorded_at AT TIME ZONE 'Asia/Shanghai')::date"
+            ),
+            {"u": user_id, "lon": lon, "lat": lat},
+        ).scalar_one()
     session.commit()
-    return World(
+    world = World(
         sides, users, tokens, spares, (outsider_id, assignment), outsider_token, db=session
     )
+    world.patrol = {"day": str(patrol_day), "inspectors": patrollers}
+    return world
+
+
+def add_inspection_tasks(session, sides: dict[str, Side], inspector_id: int) -> None:
+    """A plan and an open task (version 1, due yesterday) on each side's enterprise; the own
+    side's task is the inspector role's user's."""
+    for name, side in sides.items():
+        [enterprise] = side.ids["enterprises"]
+        plan = session.execute(
+            text(
+                "INSERT INTO inspection_plan (target_kind, target_id, frequency_days, "
+                "next_due_on) VALUES ('enterprise', :e, 30, current_date) RETURNING id"
+            ),
+            {"e": int(enterprise)},
+        ).scalar_one()
+        task = session.execute(
+            text(
+                "INSERT INTO inspection_task (plan_id, due_on, assignee_id) "
+                "VALUES (:p, current_date - 1, :a) RETURNING id"
+            ),
+            {"p": plan, "a": inspector_id if name == "own" else None},
+        ).scalar_one()
+        side.ids["inspection_plans"] = [str(plan)]
+        side.ids["inspection_tasks"] = [str(task)]
+
+
+def add_component(session, side: Side) -> int:
+    """A manhole cover in the side's grid 001, maintained by the world's department."""
+    lon, lat = side.point(113.0031, 23.0162)
+    return session.execute(
+        text(
+            "INSERT INTO component (code, category_id, name, geom, maintainer_department_id) "
+            "SELECT :code, c.id, :name, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), d.id "
+            "FROM category c, department d WHERE c.code = 'C0101' AND d.code = :dept "
+            "ORDER BY c.standard_ref DESC LIMIT 1 RETURNING id"
+        ),
+        {
+            "code": f"{side.community[:6]}0101{SIDES.index(side) + 1:06d}",
+            "name": f"Component-{side.name}-Canary",
+            "lon": lon,
+            "lat": lat,
+            "dept": DEPARTMENT["code"],
+        },
+    ).scalar_one()
 
 
 def add_photo(session, root, case_id: int) -> int:
@@ -848,6 +1004,36 @@ class Matrix:
             yield Probe(route, "own", url, self.status(404, "not-found"))
         elif kind == "case_list":
             yield Probe(route, "-", f"{rule}?limit=1000", self.feature_collection("incidents"))
+        elif kind == "inspection_tasks":
+            yield Probe(route, "-", f"{rule}?assignee=any", self.inspection_check(kind, "any"))
+            yield Probe(route, "own", f"{rule}?assignee=me", self.inspection_check(kind, "me"))
+        elif kind == "inspection_plans":
+            yield Probe(route, "-", f"{rule}?limit=1000", self.inspection_check(kind, "any"))
+        elif kind == "inspection_result":
+            # Like transitions: a stale If-Match shows the verb and the scope were passed.
+            body = {"result": "ok", "note": "matrix probe"}
+            for side, fid in self.sides_ids("inspection_tasks"):
+                url = rule.replace("<int:task_id>", fid)
+                expect = self.stale_check if self.visible(side) else self.status(404, "not-found")
+                yield Probe(route, side, url, expect, body=body, headers={"If-Match": '"999"'})
+            [own] = world.sides["own"].ids["inspection_tasks"]
+            url = rule.replace("<int:task_id>", own)
+            yield Probe(route, "own", url, self.status(428, "precondition-required"), body=body)
+        elif kind == "patrol_points":
+            # Points are stored wherever they lie (GPS drifts), and always as the caller's.
+            for name, side in world.sides.items():
+                lon, lat = side.probe_point
+                when = datetime.now(UTC).isoformat()
+                body = {"points": [{"t": when, "lon": lon, "lat": lat, "accuracy_m": 8}]}
+                yield Probe(route, name, rule, self.patrol_upload_check, body=body)
+            outsider, _ = world.outsider
+            body = {"user_id": outsider, "points": []}
+            yield Probe(route, "foreign", rule, self.status(422, "invalid-input"), body=body)
+        elif kind == "patrol_day":
+            url = f"{rule}?date={world.patrol['day']}"
+            yield Probe(route, "-", url, self.patrol_day_check(None))
+            for name, user_id in world.patrol["inspectors"].items():
+                yield Probe(route, name, f"{url}&user={user_id}", self.patrol_day_check(name))
         elif kind in ("duplicates", "case_duplicates"):
             # The hint near each side's incident: that incident inside the jurisdiction (the
             # routes' verb keeps out the roles that see no points), nothing or 404 outside.
@@ -868,8 +1054,56 @@ class Matrix:
                 else:
                     url = rule.replace("<int:case_id>", fid)
                     yield Probe(route, side, url, self.status(404, "not-found"))
+        elif kind in DISPATCH_KINDS:
+            yield from self.dispatch_probes(route, kind)
+        elif kind in ("inbox", "inbox_read"):
+            yield from self.inbox_probes(route, kind)
         else:  # pragma: no cover - classify() only gives the kinds above
             raise AssertionError(kind)
+
+    def inbox_notifications(self) -> tuple[int | None, int]:
+        """(the caller's notification, the outsider's), made on first use; the outsider's
+        title carries a canary of the foreign side."""
+        from gridops.notifications.service import notify
+
+        db, ids = self.world.db, {}
+        owners = [("theirs", self.world.outsider[0], "平洲社区 escalation")]
+        if self.role in self.world.users:
+            owners.append(("mine", self.world.users[self.role][0], "matrix notification"))
+        for which, user_id, title in owners:
+            notify(db, user_id, kind="escalation", title=title, dedupe_key="matrix")
+            ids[which] = db.execute(
+                text("SELECT id FROM notification WHERE user_id = :u AND dedupe_key = 'matrix'"),
+                {"u": user_id},
+            ).scalar_one()
+        db.commit()
+        return ids.get("mine"), ids["theirs"]
+
+    def inbox_probes(self, route: Route, kind: str) -> Iterator[Probe]:
+        """The inbox lists the caller's notification and not the outsider's; reading one's
+        own works, another user's is not found (whoever asks, admins too)."""
+        mine, theirs = self.inbox_notifications()
+        if kind == "inbox_read":
+            for side, notification_id in (("own", mine or theirs), ("foreign", theirs)):
+                url = route.rule.replace("<int:notification_id>", str(notification_id))
+                expect = self.status(200) if side == "own" else self.status(404, "not-found")
+                yield Probe(route, side, url, expect)
+        elif route.safe:
+
+            def listed(response) -> list[str]:
+                problems = self.status(200)(response)
+                if problems:
+                    return problems
+                got = {n["id"] for n in response.get_json()["notifications"]}
+                if mine not in got:
+                    problems.append(f"own notification {mine} not listed")
+                if theirs in got:
+                    problems.append(f"LEAK: another user's notification {theirs} listed")
+                return problems
+
+            yield Probe(route, "-", route.rule, listed)
+        else:
+            yield Probe(route, "-", route.rule, self.status(200))
 
     def hint_check(self, wanted: list[int], case_id: int | None = None):
         def check(response) -> list[str]:
@@ -882,6 +1116,65 @@ class Matrix:
                 problems.append(f"duplicates {got}, expected {wanted}")
             if case_id is not None and body.get("case_id") != case_id:
                 problems.append(f"hint for case {body.get('case_id')}, asked for {case_id}")
+            return problems
+
+        return check
+
+    def patrol_upload_check(self, response) -> list[str]:
+        problems = self.status(200)(response)
+        if not problems:
+            got = response.get_json()
+            if got["received"] != 1 or got["stored"] + got["duplicates"] != 1:
+                problems.append(f"upload answered {got}")
+        return problems
+
+    def patrol_day_check(self, only: str | None):
+        """The inspectors of the jurisdiction with their point in grid 001, no other; one
+        asked for by id outside it is not found."""
+        if only is not None and not self.visible(only):
+            return self.status(404, "not-found")
+        inspectors = self.world.patrol["inspectors"]
+
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if problems:
+                return problems
+            listed = {f["id"]: f for f in response.get_json()["features"]}
+            for name, user_id in inspectors.items():
+                wanted = self.visible(name) and only in (None, name)
+                if not wanted:
+                    if user_id in listed:
+                        problems.append(f"LEAK: the {name} inspector's track listed")
+                    continue
+                props = (listed.get(user_id) or {}).get("properties", {})
+                if f"{self.world.sides[name].community}001" not in props.get("grids_visited", []):
+                    problems.append(f"the {name} inspector's patrol missing: {props}")
+            return problems
+
+        return check
+
+    def inspection_check(self, kind: str, assignee: str):
+        """Tasks: those seen in full (restricted roles: none) or, with assignee=me, the
+        caller's own (the inspector's, on the own side). Plans: those of the jurisdiction."""
+        key = "tasks" if kind == "inspection_tasks" else "plans"
+
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if problems:
+                return problems
+            got = {str(item["id"]) for item in response.get_json()[key]}
+            for name, side in self.world.sides.items():
+                if assignee == "me":
+                    wanted = name == "own" and self.role == "inspector"
+                else:
+                    wanted = self.visible(name) and not (
+                        key == "tasks" and self.role in RESTRICTED_ROLES
+                    )
+                ids = set(side.ids[kind])
+                if wanted and not ids <= got:
+                    problems.append(f"{key} of the {name} side missing: {ids - got}")
+                if not wanted and ids & got:
+                    problems.append(f"LEAK: {key} of the {name} side listed: {ids & got}")
             return problems
 
         return check
@@ -901,9 +1194,7 @@ class Matrix:
             made = response.get_json()
             if made.get("grid_code") != f"{community}004" or made.get("status") != "reported":
                 problems.append(f"report stored as {made}")
-            db = self.world.db
-            db.execute(text("DELETE FROM incident WHERE id = :id"), {"id": made["id"]})
-            db.commit()
+            remove_probe_report(self.world.db, made["id"])
             return problems
 
         return check
@@ -976,6 +1267,157 @@ class Matrix:
         wanted = {s.community for s in self.world.sides.values() if s.visible_to(self.role)}
         if got != wanted:
             problems.append(f"KPIs of communities {sorted(got)}, expected {sorted(wanted)}")
+        return problems
+
+    # -- dispatch and duties -----------------------------------------------------------------
+
+    def dispatcher(self) -> bool:
+        return self.role in ("community_manager", "town_manager", "district_manager", "admin")
+
+    def absence_ids(self) -> dict[str, int]:
+        """An absence of the own side's inspector and one of the planner (nobody's inspector:
+        only admins manage it), made once per matrix run for the DELETE probes (and listed by
+        the GET)."""
+        if not hasattr(self, "_absences"):
+            db, made = self.world.db, {}
+            for side, user_id in (
+                ("own", self.world.users["inspector"][0]),
+                ("other", self.world.users["planner"][0]),
+            ):
+                made[side] = db.execute(
+                    text(
+                        "INSERT INTO staff_absence (user_id, starts_on, ends_on) "
+                        "VALUES (:u, '2099-01-01', '2099-01-02') RETURNING id"
+                    ),
+                    {"u": user_id},
+                ).scalar_one()
+            db.commit()
+            self._absences = made
+        return self._absences
+
+    def dispatch_probes(self, route: Route, kind: str) -> Iterator[Probe]:
+        """Dispatch routes: 403 for write:cases holders without a manager's role; cases of
+        the jurisdiction are listed / reach the version guard (412), others are 404. Duties:
+        grids and inspectors of the actor's area (admins: all) are found, others 404; the
+        outsider and the planner are nobody's inspectors, but admins record anyone's absence."""
+        world, rule = self.world, route.rule
+        not_dispatcher = None if self.dispatcher() else self.status(403, "forbidden")
+        inspector, outsider = world.users["inspector"][0], world.outsider[0]
+        if kind == "dispatch_queue":
+            yield Probe(route, "-", f"{rule}?limit=500", not_dispatcher or self.queue_check)
+        elif kind == "dispatch_workload":
+            yield Probe(route, "-", rule, not_dispatcher or self.workload_check)
+        elif kind == "dispatch_assign":
+            body = {"department": DEPARTMENT["code"], "note": "matrix probe"}
+            for side, fid in self.sides_ids("incidents"):
+                url = rule.replace("<int:case_id>", fid)
+                expect = self.stale_check if self.visible(side) else self.status(404, "not-found")
+                headers = {"If-Match": '"999"'}
+                yield Probe(route, side, url, not_dispatcher or expect, body=body, headers=headers)
+            [own] = world.sides["own"].ids["incidents"]
+            url = rule.replace("<int:case_id>", own)
+            expect = not_dispatcher or self.status(428, "precondition-required")
+            yield Probe(route, "own", url, expect, body=body)
+        elif kind == "dispatch_bulk":
+            for side, fid in self.sides_ids("incidents"):
+                body = {"items": [{"id": int(fid), "version": 999}], "department": "D1"}
+                status = 412 if self.visible(side) else 404
+                check = not_dispatcher or self.bulk_check(int(fid), status)
+                yield Probe(route, side, rule, check, body=body)
+        elif kind == "duties_grid":
+            # A PUT naming nobody valid: 422 inside the area (nothing changes), 404 outside.
+            body = {"primary": None, "stand_ins": [0]}
+            for side in world.sides:
+                grid = f"{world.sides[side].community}001"
+                url = rule.replace("<grid_code>", grid)
+                ok = self.status(200) if route.safe else self.status(422, "invalid-input")
+                expect = ok if self.visible(side) else self.status(404, "not-found")
+                yield Probe(route, side, url, expect, body=None if route.safe else body)
+        elif kind == "duties_absences" and route.safe:
+            yield Probe(route, "-", rule, self.absences_check)
+        elif kind == "duties_absences":
+            day = "2098-06-01" if self.via == "token" else "2098-06-02"
+            for side, user_id in (("own", inspector), ("other", world.users["planner"][0])):
+                body = {"user": user_id, "starts_on": day, "ends_on": day}
+                if side == "own" or self.role == "admin":
+                    expect = self.absence_made_check
+                else:
+                    expect = self.status(422, "invalid-input")
+                yield Probe(route, side, rule, expect, body=body)
+        elif kind == "duties_absence":
+            for side, absence in self.absence_ids().items():
+                url = rule.replace("<int:absence_id>", str(absence))
+                found = side == "own" or self.role == "admin"
+                yield Probe(route, side, url, self.status(204 if found else 404))
+        elif kind == "duties_profile":
+            body = None if route.safe else {"tasks_per_day": 12}
+            for side, user_id in (("own", inspector), ("foreign", outsider)):
+                url = rule.replace("<int:user_id>", str(user_id))
+                expect = self.status(200) if side == "own" else self.status(404, "not-found")
+                yield Probe(route, side, url, expect, body=body)
+        elif kind == "components":
+            yield Probe(route, "-", f"{rule}?limit=1000", self.feature_collection("components"))
+
+    def queue_check(self, response) -> list[str]:
+        """The world's reports wait on nobody (no inspector is on duty): each is in the queue
+        of the dispatchers whose area holds it, and in no other."""
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        got = {str(item["id"]) for item in response.get_json()["items"]}
+        for name, fid in self.sides_ids("incidents"):
+            if self.visible(name) and fid not in got:
+                problems.append(f"the {name} side's case {fid} is not in the queue")
+            if not self.visible(name) and fid in got:
+                problems.append(f"LEAK: the {name} side's case {fid} is in the queue")
+        return problems
+
+    def workload_check(self, response) -> list[str]:
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        body = response.get_json()
+        people = {p["id"] for p in body["people"]}
+        if self.world.users["inspector"][0] not in people:
+            problems.append("the own side's inspector has no workload row")
+        if self.world.outsider[0] in people:
+            problems.append("LEAK: the outsider has a workload row")
+        if DEPARTMENT["code"] not in {d["code"] for d in body["departments"]}:
+            problems.append(f"department {DEPARTMENT['code']} has no workload row")
+        return problems
+
+    def bulk_check(self, case_id: int, status: int):
+        def check(response) -> list[str]:
+            problems = self.status(status, "bulk-rejected")(response)
+            if not problems:
+                failures = [(f["id"], f["status"]) for f in response.get_json()["failures"]]
+                if failures != [(case_id, status)]:
+                    problems.append(f"failures {failures}, expected {[(case_id, status)]}")
+            return problems
+
+        return check
+
+    def absences_check(self, response) -> list[str]:
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        got = {a["id"] for a in response.get_json()["absences"]}
+        for side, absence in self.absence_ids().items():
+            wanted = side == "own" or self.role == "admin"
+            if wanted and absence not in got:
+                problems.append(f"the {side} absence {absence} is not listed")
+            if not wanted and absence in got:
+                problems.append(f"LEAK: the {side} absence {absence} is listed")
+        return problems
+
+    def absence_made_check(self, response) -> list[str]:
+        """201; the absence is removed again, so the other via can make the same one."""
+        problems = self.status(201)(response)
+        if not problems:
+            db = self.world.db
+            made = response.get_json()["id"]
+            db.execute(text("DELETE FROM staff_absence WHERE id = :id"), {"id": made})
+            db.commit()
         return problems
 
     # -- Open311 ----------------------------------------------------------------------------
@@ -1104,8 +1546,7 @@ class Matrix:
             wanted = ("public", reporter, f"{community}004")
             if tuple(row) != wanted:
                 problems.append(f"request stored as {tuple(row)}, expected {wanted}")
-            db.execute(text("DELETE FROM incident WHERE id = :id"), {"id": made_id})
-            db.commit()
+            remove_probe_report(db, made_id)
             return problems
 
         return check
@@ -1286,7 +1727,7 @@ class Matrix:
     def run(self, caller: Caller, plan: list[tuple[Route, str, str | None]]) -> None:
         probes = [p for route, kind, layer in plan for p in self.probes(route, kind, layer)]
         # Reads first, then changes; ending the session comes last.
-        probes.sort(key=lambda p: (not p.route.safe, p.route.permission == ANY_USER))
+        probes.sort(key=lambda p: (not p.route.safe, p.route.endpoint == "auth.logout"))
         for probe in probes:
             response = caller(probe.route.method, probe.url, probe.body, probe.headers)
             self.count += 1

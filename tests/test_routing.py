@@ -189,3 +189,19 @@ def test_a_dispatcher_assigns_with_the_version_guard(session, world):
     transition(session, voided["id"], "void", a["mgr.w"], expected_version=1, note="误报")
     with pytest.raises(IllegalTransition):
         assign(session, voided["id"], a["mgr.w"], expected_version=2, department="CG")
+
+
+def test_the_case_shows_its_decisions_to_full_viewers_only(
+    app, client, session, world, token_for, make_user
+):
+    a, case = world["actors"], world["west"]
+    file_case(session, world, case)
+    session.commit()
+    manager = {"Authorization": f"Bearer {token_for(a['mgr.w'].user_id)}"}
+    shown = client.get(f"/api/v1/cases/{case}", headers=manager).get_json()
+    assert [d["kind"] for d in shown["decisions"]] == ["route"]
+    assert "dispatcher decides" in shown["decisions"][0]["reason"]
+    planner, _ = make_user("planner", area_code="440604")
+    as_planner = {"Authorization": f"Bearer {token_for(planner)}"}
+    hidden = client.get(f"/api/v1/cases/{case}", headers=as_planner)
+    assert hidden.status_code == 200 and "decisions" not in hidden.get_json()

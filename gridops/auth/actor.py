@@ -30,6 +30,7 @@ ROLE_VERBS: dict[str, set[str]] = {
         "write:incidents",
         "write:cases",
         "read:analytics",
+        "admin:duties",  # inspectors, absences and profiles of their own area only
         "self:tokens",
     },
     "town_manager": {
@@ -38,6 +39,7 @@ ROLE_VERBS: dict[str, set[str]] = {
         "write:incidents",
         "write:cases",
         "read:analytics",
+        "admin:duties",  # inspectors, absences and profiles of their own area only
         "self:tokens",
     },
     "district_manager": {
@@ -46,6 +48,7 @@ ROLE_VERBS: dict[str, set[str]] = {
         "write:incidents",
         "write:cases",
         "read:analytics",
+        "admin:duties",  # inspectors, absences and profiles of their own area only
         "self:tokens",
     },
     "department_handler": {"read:map", "read:incidents", "write:cases", "self:tokens"},

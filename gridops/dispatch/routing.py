@@ -57,6 +57,32 @@ def record_decision(
     )
 
 
+def decisions(session: Session, case_id: int) -> list[dict[str, object]]:
+    """The automatic decisions on a case, oldest first, each with its reason."""
+    rows = session.execute(
+        text(
+            "SELECT d.at, d.kind, d.trigger, d.reason, d.assignee_id, u.display_name AS assignee, "
+            "dep.code AS department FROM case_decision d "
+            "LEFT JOIN app_user u ON u.id = d.assignee_id "
+            "LEFT JOIN department dep ON dep.id = d.department_id "
+            "WHERE d.incident_id = :id ORDER BY d.id"
+        ),
+        {"id": case_id},
+    ).all()
+    return [
+        {
+            "at": r.at.isoformat(),
+            "kind": r.kind,
+            "trigger": r.trigger,
+            "reason": r.reason,
+            "assignee_id": r.assignee_id,
+            "assignee": r.assignee,
+            "department": r.department,
+        }
+        for r in rows
+    ]
+
+
 def grid_inspector_for(
     session: Session, grid_code: str | None, *, on: date, exclude: Collection[int] = ()
 ) -> tuple[int | None, str]:
@@ -148,6 +174,7 @@ def route_department(session: Session, case_id: int) -> tuple[int | None, str]:
 
 __all__ = [
     "SYSTEM_USER",
+    "decisions",
     "grid_inspector_for",
     "record_decision",
     "route_department",

@@ -414,12 +414,13 @@ def create_category(session: Session, fields: Mapping[str, Any]) -> dict[str, An
 # -- departments ---------------------------------------------------------------------------
 
 DEPARTMENT_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+DEPARTMENT_KINDS = ("professional", "territorial")
 
 
 def list_departments(session: Session) -> list[dict[str, Any]]:
     rows = session.execute(
         text(
-            "SELECT d.id, d.code, d.name, d.name_en, d.area_code, a.name AS area_name, "
+            "SELECT d.id, d.code, d.name, d.name_en, d.area_code, a.name AS area_name, d.kind, "
             "(SELECT count(*) FROM category c WHERE c.department_id = d.id AND c.active) "
             "AS default_for FROM department d JOIN admin_area a ON a.code = d.area_code "
             "ORDER BY d.code"
@@ -430,9 +431,11 @@ def list_departments(session: Session) -> list[dict[str, Any]]:
 
 def create_department(session: Session, fields: Mapping[str, Any]) -> dict[str, Any]:
     """A handling department (专业部门/责任单位): ``code``, ``name``, ``name_en``,
-    ``area_code`` (an existing administrative area). Conflict (409) on a used code."""
+    ``area_code`` (an existing administrative area) and ``kind``: ``professional`` (a
+    competent department, the default) or ``territorial`` (the street office or community
+    that takes what nobody else is responsible for, 属地). Conflict (409) on a used code."""
     errors: list[FieldError] = []
-    allowed = ("code", "name", "name_en", "area_code")
+    allowed = ("code", "name", "name_en", "area_code", "kind")
     for name in fields:
         if name not in allowed:
             errors.append(FieldError(name, f"unknown field; one of {', '.join(allowed)}"))
@@ -444,6 +447,9 @@ def create_department(session: Session, fields: Mapping[str, Any]) -> dict[str, 
         code = code.strip()
     name = _text(errors, "name", fields.get("name"), 200)
     name_en = _text(errors, "name_en", fields.get("name_en"), 200, required=False)
+    kind = fields.get("kind", "professional")
+    if kind not in DEPARTMENT_KINDS:
+        errors.append(FieldError("kind", f"one of {', '.join(DEPARTMENT_KINDS)}"))
     area = fields.get("area_code")
     if not isinstance(area, str) or not area.strip():
         errors.append(FieldError("area_code", "the code of the area the department serves"))
@@ -459,16 +465,24 @@ def create_department(session: Session, fields: Mapping[str, Any]) -> dict[str, 
     assert isinstance(area, str)
     made = session.execute(
         text(
-            "INSERT INTO department (code, name, name_en, area_code) "
-            "VALUES (:code, :name, :name_en, :area) ON CONFLICT (code) DO NOTHING RETURNING id"
+            "INSERT INTO department (code, name, name_en, area_code, kind) "
+            "VALUES (:code, :name, :name_en, :area, :kind) ON CONFLICT (code) DO NOTHING "
+            "RETURNING id"
         ),
-        {"code": code, "name": name, "name_en": name_en, "area": area.strip()},
+        {"code": code, "name": name, "name_en": name_en, "area": area.strip(), "kind": kind},
     ).scalar()
     if made is None:
         raise Conflict(
             f"department {code} exists already", [FieldError("code", "choose a free code")]
         )
-    return {"id": made, "code": code, "name": name, "name_en": name_en, "area_code": area.strip()}
+    return {
+        "id": made,
+        "code": code,
+        "name": name,
+        "name_en": name_en,
+        "area_code": area.strip(),
+        "kind": kind,
+    }
 
 
 # -- the working calendar ------------------------------------------------------------------

@@ -273,7 +273,10 @@ def departments_cli() -> None:
 @departments_cli.command("list")
 def departments_list() -> None:
     for d in _run(admin.list_departments, write=False):
-        click.echo(f"{d['code']:16s} {d['area_code']:12s} {d['name']} ({d['default_for']} classes)")
+        click.echo(
+            f"{d['code']:16s} {d['area_code']:12s} {d['kind']:12s} {d['name']} "
+            f"({d['default_for']} classes)"
+        )
 
 
 @departments_cli.command("add")
@@ -281,9 +284,16 @@ def departments_list() -> None:
 @click.argument("name")
 @click.option("--area", "area_code", required=True, help="Area it serves, e.g. 440604.")
 @click.option("--name-en")
-def departments_add(code: str, name: str, area_code: str, name_en: str | None) -> None:
+@click.option(
+    "--kind",
+    type=click.Choice(admin.DEPARTMENT_KINDS),
+    default="professional",
+    show_default=True,
+    help="territorial: takes what nobody else is responsible for in its area (属地).",
+)
+def departments_add(code: str, name: str, area_code: str, name_en: str | None, kind: str) -> None:
     """Add department CODE named NAME serving area --area."""
-    fields = {"code": code, "name": name, "area_code": area_code}
+    fields = {"code": code, "name": name, "area_code": area_code, "kind": kind}
     if name_en is not None:
         fields["name_en"] = name_en
     record = _run(lambda s: admin.create_department(s, fields))

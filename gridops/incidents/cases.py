@@ -30,6 +30,7 @@ from gridops.incidents.workflow import (
     linked_event,
     next_state,
 )
+from gridops.notifications.service import notify_case_change
 
 
 @dataclass
@@ -160,6 +161,7 @@ def transition(
     _route_and_assign(session, case_id, event, after, actor)
     if event.action in CLOCK_ACTIONS and after.state not in FINAL_STATES:
         store_deadline(session, case_id)
+    notify_case_change(session, case_id, event.action, actor.user_id)
     return {"id": case_id, "status": after.state, "version": version}
 
 
@@ -230,6 +232,7 @@ def assign(
     _write_event(
         session, case_id, version, Event(ASSIGN, row.status, row.status, actor.user_id, text_note)
     )
+    notify_case_change(session, case_id, ASSIGN, actor.user_id)
     return {"id": case_id, "status": row.status, "version": version}
 
 

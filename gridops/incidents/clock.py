@@ -80,8 +80,16 @@ def store_deadline(
     """Keep ``incident.deadline_at`` equal to the handling deadline (lists, KPIs, sweeps and
     Open311 read it there instead of replaying every case's history)."""
     deadline = handling_deadline(session, case_id, calendar=calendar)
+    # A deadline that moves later (resumed, extended, a day off added) starts the SLA sweep's
+    # warnings and escalations afresh for the new deadline.
     session.execute(
-        text("UPDATE incident SET deadline_at = :deadline WHERE id = :id"),
+        text(
+            "UPDATE incident SET deadline_at = CAST(:deadline AS timestamptz), "
+            "warned_at = CASE WHEN CAST(:deadline AS timestamptz) > deadline_at THEN NULL "
+            "ELSE warned_at END, "
+            "escalation_level = CASE WHEN CAST(:deadline AS timestamptz) > deadline_at THEN 0 "
+            "ELSE escalation_level END WHERE id = :id"
+        ),
         {"deadline": deadline, "id": case_id},
     )
     return deadline

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from gridops.api import feature_in_scope, json_body
 from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
+from gridops.dispatch.routing import decisions
 from gridops.errors import FieldError, GridopsError, InvalidInput
 from gridops.features import LAYERS
 from gridops.incidents.case_photos import (
@@ -72,6 +73,8 @@ def _case_body(case_id: int) -> tuple[dict, int]:
     actor = current_actor()
     if actor is not None and sees_in_full(db, actor, case_id):
         body["photos"] = _photo_links(case_id, list_photos(db, case_id))
+        # Who the case went to and why (names staff: full viewers only).
+        body["decisions"] = decisions(db, case_id)
     return body, int(properties["version"])
 
 

@@ -1,0 +1,1 @@
+"""Patrol tracks: GPS traces uploaded by tablets and the share of unit grids visited."""
