@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Response, json, request, url_for
@@ -9,7 +10,7 @@ from flask import Response, json, request, url_for
 from gridops.auth.actor import Scope
 from gridops.auth.web import current_actor
 from gridops.db import get_session
-from gridops.errors import FieldError, InvalidInput
+from gridops.errors import FieldError, GridopsError, InvalidInput
 from gridops.features import (
     MAX_LIMIT,
     Layer,
@@ -20,6 +21,21 @@ from gridops.features import (
 )
 
 GEOJSON = "application/geo+json"
+ETAG_RE = re.compile(r'^(?:W/)?"(\d+)"$')
+
+
+def if_match_version(what: str = "record") -> int:
+    """The version in ``If-Match`` (versioned writes: cases, tasks); 428 without one."""
+    match = ETAG_RE.match(request.headers.get("If-Match", "").strip())
+    if match is None:
+        raise GridopsError(
+            f'send If-Match: "<version>" with the version of the {what} you saw',
+            [FieldError("If-Match", "required")],
+            status=428,
+            title="Precondition required",
+            type_slug="precondition-required",
+        )
+    return int(match.group(1))
 
 
 def json_body() -> dict[str, Any]:

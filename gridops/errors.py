@@ -142,3 +142,22 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return problem(500, "Internal server error", "An unexpected error occurred.")
+
+
+@dataclass
+class StaleVersion(GridopsError):
+    """412: the record changed since the caller read it; reload and decide again."""
+
+    status: int = 412
+    title: str = "Precondition failed"
+    type_slug: str = "stale-version"
+
+
+def check_version(what: str, current: int, expected: int) -> None:
+    """StaleVersion (with the current ETag) unless the caller saw the current version."""
+    if current != expected:
+        raise StaleVersion(
+            f"{what} is at version {current}, not {expected}: reload it",
+            [FieldError("If-Match", f"current version is {current}")],
+            headers={"ETag": f'"{current}"'},
+        )

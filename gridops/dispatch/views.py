@@ -14,16 +14,15 @@ from typing import Any
 from flask import Blueprint, Response, json, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
-from gridops.api import json_body, layer_page_response
+from gridops.api import if_match_version, json_body, layer_page_response
 from gridops.auth import audit
 from gridops.auth.actor import Actor
 from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
 from gridops.dispatch import duties, queue
-from gridops.errors import FieldError, GridopsError, InvalidInput, problem
+from gridops.errors import FieldError, InvalidInput, problem
 from gridops.incidents.admin import parse_day
 from gridops.incidents.cases import assign
-from gridops.incidents.views import ETAG_RE
 
 bp = Blueprint("dispatch", __name__, url_prefix="/api/v1")
 
@@ -39,20 +38,6 @@ def _actor() -> Actor:
 def _audit(event: str, detail: dict[str, Any]) -> None:
     actor = _actor()
     audit.record(event, actor_id=actor.user_id, actor=actor.username, detail=detail)
-
-
-def _if_match() -> int:
-    """The version in ``If-Match`` (as the transitions route reads it); 428 without one."""
-    match = ETAG_RE.match(request.headers.get("If-Match", "").strip())
-    if match is None:
-        raise GridopsError(
-            'send If-Match: "<version>" with the version of the case you saw',
-            [FieldError("If-Match", "required")],
-            status=428,
-            title="Precondition required",
-            type_slug="precondition-required",
-        )
-    return int(match.group(1))
 
 
 # -- the dispatcher's side -----------------------------------------------------------------
@@ -94,7 +79,7 @@ def case_assign(case_id: int) -> ResponseReturnValue:
     ``If-Match: "<version>"``: 428 without it, 412 when stale, 404 outside the jurisdiction."""
     actor = _actor()
     queue.jurisdiction(actor)  # 403 for non-dispatchers
-    version = _if_match()
+    version = if_match_version("case")
     fields = queue.parse_assignment(json_body())
     db = get_session()
     result = assign(db, case_id, actor, expected_version=version, **fields)

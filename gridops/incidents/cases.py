@@ -7,7 +7,6 @@ row and its event in the caller's transaction. No other code updates ``incident.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -15,7 +14,14 @@ from sqlalchemy.orm import Session
 
 from gridops.auth.actor import Actor, Assignment
 from gridops.dispatch.routing import grid_inspector_for, record_decision, route_department
-from gridops.errors import FieldError, GridopsError, InvalidInput, NotFound
+from gridops.errors import (
+    FieldError,
+    GridopsError,
+    InvalidInput,
+    NotFound,
+    StaleVersion,
+    check_version,
+)
 from gridops.incidents.clock import CLOCK_ACTIONS, store_deadline
 from gridops.incidents.workcal import local_today
 from gridops.incidents.workflow import (
@@ -31,15 +37,6 @@ from gridops.incidents.workflow import (
     next_state,
 )
 from gridops.notifications.service import notify_case_change
-
-
-@dataclass
-class StaleVersion(GridopsError):
-    """412: the case changed since the caller read it; reload and decide again."""
-
-    status: int = 412
-    title: str = "Precondition failed"
-    type_slug: str = "stale-version"
 
 
 def _roles_here(session: Session, actor: Actor, case_id: int) -> set[str]:
@@ -103,12 +100,7 @@ def transition(
     row = _lock_case(session, case_id, scope)
     if row is None:
         raise NotFound(f"no case {case_id}")
-    if row.version != expected_version:
-        raise StaleVersion(
-            f"case {case_id} is at version {row.version}, not {expected_version}: reload it",
-            [FieldError("If-Match", f"current version is {row.version}")],
-            headers={"ETag": f'"{row.version}"'},
-        )
+    check_version(f"case {case_id}", row.version, expected_version)
     case = CaseState(
         state=row.status,
         parked_from=row.parked_from,
@@ -191,12 +183,7 @@ def assign(
     row = _lock_case(session, case_id, actor.scope())
     if row is None:
         raise NotFound(f"no case {case_id}")
-    if row.version != expected_version:
-        raise StaleVersion(
-            f"case {case_id} is at version {row.version}, not {expected_version}: reload it",
-            [FieldError("If-Match", f"current version is {row.version}")],
-            headers={"ETag": f'"{row.version}"'},
-        )
+    check_version(f"case {case_id}", row.version, expected_version)
     if not _roles_here(session, actor, case_id) & (DISPATCH | {"admin"}):
         raise NotAllowed("assigning cases needs a dispatcher's role where the case lies")
     if row.status in FINAL_STATES:

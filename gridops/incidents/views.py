@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 
-from gridops.api import feature_in_scope, json_body
+from gridops.api import feature_in_scope, if_match_version, json_body
 from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
 from gridops.dispatch.routing import decisions
-from gridops.errors import FieldError, GridopsError, InvalidInput
+from gridops.errors import FieldError, InvalidInput
 from gridops.features import LAYERS
 from gridops.incidents.case_photos import (
     PhotoStore,
@@ -30,8 +29,6 @@ from gridops.incidents.clock import case_clock
 from gridops.incidents.listing import hint_after_intake
 
 bp = Blueprint("cases", __name__, url_prefix="/api/v1")
-
-ETAG_RE = re.compile(r'^(?:W/)?"(\d+)"$')
 
 
 @bp.post("/incidents")
@@ -96,15 +93,7 @@ def case_transition(case_id: int) -> ResponseReturnValue:
     """
     actor = current_actor()
     assert actor is not None
-    match = ETAG_RE.match(request.headers.get("If-Match", "").strip())
-    if match is None:
-        raise GridopsError(
-            'send If-Match: "<version>" with the version of the case you saw',
-            [FieldError("If-Match", "required")],
-            status=428,
-            title="Precondition required",
-            type_slug="precondition-required",
-        )
+    expected_version = if_match_version("case")
     body, uploads = _json_and_photos("transition")
     action = body.get("action")
     note = body.get("note", "")
@@ -132,7 +121,7 @@ def case_transition(case_id: int) -> ResponseReturnValue:
             case_id,
             action,
             actor,
-            expected_version=int(match.group(1)),
+            expected_version=expected_version,
             note=note,
             duplicate_of=duplicate_of,
             department=department,

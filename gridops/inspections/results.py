@@ -14,8 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridops.auth.actor import MANAGER_ROLES, Actor
-from gridops.errors import Conflict, FieldError, InvalidInput, NotFound
-from gridops.incidents.cases import StaleVersion
+from gridops.errors import Conflict, FieldError, InvalidInput, NotFound, check_version
 from gridops.incidents.workcal import TZ
 from gridops.incidents.workflow import NotAllowed
 from gridops.inspections.risk import rescore_plan
@@ -81,12 +80,7 @@ def record_result(
     ).first()
     if row is None:
         raise NotFound(f"no inspection task {task_id}")
-    if row.version != expected_version:
-        raise StaleVersion(
-            f"task {task_id} is at version {row.version}, not {expected_version}: reload it",
-            [FieldError("If-Match", f"current version is {row.version}")],
-            headers={"ETag": f'"{row.version}"'},
-        )
+    check_version(f"task {task_id}", row.version, expected_version)
     if not (actor.is_admin or row.assignee_id == actor.user_id or row.manages):
         raise NotAllowed("only the assigned inspector or a manager of the area records this")
     if row.status != "open":

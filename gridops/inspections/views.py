@@ -9,16 +9,15 @@ planners. The plans (risk, frequency, next due) need ``read:analytics``: manager
 
 from __future__ import annotations
 
-import re
 from datetime import date
 
 from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
-from gridops.api import actor_scope, json_body
+from gridops.api import actor_scope, if_match_version, json_body
 from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
-from gridops.errors import FieldError, GridopsError, InvalidInput
+from gridops.errors import FieldError, InvalidInput
 from gridops.features import DEFAULT_LIMIT, parse_limit
 from gridops.incidents.workcal import local_today
 from gridops.inspections.queries import list_plans, list_tasks
@@ -26,7 +25,6 @@ from gridops.inspections.results import record_result
 
 bp = Blueprint("inspections", __name__, url_prefix="/api/v1/inspections")
 
-ETAG_RE = re.compile(r'^(?:W/)?"(\d+)"$')
 KINDS = ("enterprise", "outlet")
 
 
@@ -65,15 +63,7 @@ def task_result(task_id: int) -> ResponseReturnValue:
     """``{"result": "ok"|"minor"|"major", "note": "…"}`` with ``If-Match: "<version>"``."""
     actor = current_actor()
     assert actor is not None
-    match = ETAG_RE.match(request.headers.get("If-Match", "").strip())
-    if match is None:
-        raise GridopsError(
-            'send If-Match: "<version>" with the version of the task you saw',
-            [FieldError("If-Match", "required")],
-            status=428,
-            title="Precondition required",
-            type_slug="precondition-required",
-        )
+    expected_version = if_match_version("task")
     body = json_body()
     db = get_session()
     done = record_result(
@@ -82,7 +72,7 @@ def task_result(task_id: int) -> ResponseReturnValue:
         actor,
         result=body.get("result"),
         note=body.get("note", ""),
-        expected_version=int(match.group(1)),
+        expected_version=expected_version,
     )
     db.commit()
     response = jsonify(done)
