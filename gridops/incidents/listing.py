@@ -445,6 +445,10 @@ def possible_duplicates(
             **scope.params(),
         },
     ).all()
+    return _hint_rows(rows)
+
+
+def _hint_rows(rows: Any) -> list[dict[str, Any]]:
     return [
         {
             "id": r.id,
@@ -505,15 +509,7 @@ def hint_after_intake(session: Session, actor: Actor, case_id: int) -> list[dict
         ),
         {"id": case_id, "limit": DUPLICATE_LIMIT, **scope.params()},
     ).all()
-    return [
-        {
-            "id": r.id,
-            "status": r.status,
-            "received_at": r.received_at.isoformat(),
-            "distance_m": round(float(r.d), 1),
-        }
-        for r in rows
-    ]
+    return _hint_rows(rows)
 
 
 # -- HTTP ----------------------------------------------------------------------------------

@@ -378,9 +378,18 @@ def store_photo(
     On any failure neither file is left behind. If the database transaction that records the
     photo fails afterwards, call ``delete_stored``.
     """
-    resolved_root = _check_root(root)
+    _check_root(root)
     photo_bytes, thumb_bytes, meta = process_photo(data, limits, field=field)
+    return store_processed(root, photo_bytes, thumb_bytes, meta)
 
+
+def store_processed(
+    root: Path, photo_bytes: bytes, thumb_bytes: bytes, meta: dict[str, Any]
+) -> StoredPhoto:
+    """Write what ``process_photo`` returned under ``root/<yyyy>/<mm>/`` with server-made
+    names, atomically; on any failure neither file is left behind. Callers that check a whole
+    set of photos before writing any use this directly, so nothing is decoded twice."""
+    resolved_root = _check_root(root)
     photo_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     folder = PurePosixPath(f"{now:%Y}", f"{now:%m}")
