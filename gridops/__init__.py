@@ -42,6 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from gridops.dispatch.views import bp as dispatch_bp
     from gridops.grids.views import bp as grids_bp
     from gridops.health import bp as health_bp
+    from gridops.hotspots.views import bp as hotspots_bp
     from gridops.incidents.admin_views import bp as catalogue_bp
     from gridops.incidents.listing import bp as case_list_bp
     from gridops.incidents.views import bp as cases_bp
@@ -80,6 +81,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(inbox_bp)
     app.register_blueprint(inspections_bp)
     app.register_blueprint(patrol_bp)
+    app.register_blueprint(hotspots_bp)
     auth_web.check_declarations(app)
     register_commands(app.cli)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, make_url, pool, text
@@ -240,3 +241,49 @@ def test_demo_roster_gives_every_unit_grid_one_primary_inspector(demo, monkeypat
     engine.dispose()
     assert grids and all(g.primaries == 1 and g.inspectors >= 2 for g in grids)
     assert own[0] == own[1] > 0  # the demo inspector keeps the grids it signs in with
+
+
+def test_demo_hotspots_equal_esda_and_pymannkendall(demo):
+    """Gi* and the trend on the demo's own incidents agree with PySAL esda (binary weights,
+    star) and pymannkendall to 1e-9, as on the hand-made fixtures."""
+    import pandas as pd
+    import pymannkendall
+
+    from gridops.hotspots import analyse_points
+    from tests.test_hotspots_stats import esda_gi
+
+    points = pd.read_csv(demo[1] / "incidents.csv", parse_dates=["reported_at"])
+    chancheng = points[(points.lon > 113.0) & (points.lon < 113.2)]  # a district's worth
+    frame = analyse_points(
+        chancheng.lon.to_numpy(),
+        chancheng.lat.to_numpy(),
+        resolution=9,
+        k=2,
+        times=chancheng.reported_at.dt.tz_convert("Asia/Shanghai").dt.tz_localize(None),
+        step="month",
+    )
+    cells = frame.cell.to_numpy()
+    gi = esda_gi(frame["count"].to_numpy(), cells, 2, with_self=False)
+    assert np.allclose(frame.z, gi.Zs, rtol=0, atol=1e-9)
+    assert np.allclose(frame.p, 2 * gi.p_norm, rtol=0, atol=1e-9)
+    assert (frame.bin > 0).sum() > 10  # the planted clusters are there to find
+
+    # The trend of each cell's monthly z, against pymannkendall on the busiest cells, with
+    # the per-month z from esda itself.
+    from gridops.hotspots import points_to_cells, time_steps
+
+    monthly = frame.attrs["steps"]
+    assert len(monthly) == 12
+    local = chancheng.reported_at.dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
+    step_of, _ = time_steps(local, "month")
+    point_cells = points_to_cells(chancheng.lon.to_numpy(), chancheng.lat.to_numpy(), 9)
+    cube = np.zeros((cells.size, len(monthly)))
+    np.add.at(cube, (np.searchsorted(cells, point_cells), step_of), 1)
+    z_steps = np.column_stack(
+        [esda_gi(cube[:, s], cells, 2, with_self=False).Zs for s in range(len(monthly))]
+    )
+    busiest = frame.nlargest(25, "count")
+    for index in busiest.index:
+        expected = pymannkendall.original_test(z_steps[index])
+        assert abs(frame.trend_z[index] - expected.z) < 1e-9
+        assert abs(frame.trend_p[index] - expected.p) < 1e-9

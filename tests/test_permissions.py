@@ -29,7 +29,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import h3
@@ -233,6 +233,21 @@ KIND_ARGUMENTS |= {"inbox": set(), "inbox_read": {"notification_id"}}
 RECORD_ARGUMENTS |= {"notification_id"}  # a notification: found only by the user it is for
 UNSAFE_KINDS |= {"inbox", "inbox_read"}
 
+# Hotspots (read:analytics): a run is seen by those whose jurisdiction covers its area; a new
+# run names an area, which must lie in the jurisdiction (422, as an unknown one, otherwise).
+HOTSPOT_ENDPOINTS = {
+    "hotspots.run_create": ("hotspot_runs", "POST"),
+    "hotspots.runs": ("hotspot_runs", "GET"),
+    "hotspots.run_detail": ("hotspot_run", "GET"),
+    "hotspots.run_grids": ("hotspot_run", "GET"),
+    "hotspots.run_compare": ("hotspot_run", "GET"),
+    "hotspots.repeated_view": ("hotspot_repeated", "GET"),
+}
+HOTSPOT_KINDS = {kind for kind, _ in HOTSPOT_ENDPOINTS.values()}
+KIND_ARGUMENTS |= {"hotspot_runs": set(), "hotspot_run": {"run_id"}, "hotspot_repeated": set()}
+RECORD_ARGUMENTS |= {"run_id"}
+UNSAFE_KINDS |= {"hotspot_runs"}
+
 
 def classify(route: Route) -> tuple[str, str | None]:
     """(kind, layer id or None) of a route, from its permission, endpoint name and LAYERS."""
@@ -272,6 +287,10 @@ def classify(route: Route) -> tuple[str, str | None]:
             raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif route.endpoint in INSPECTION_ENDPOINTS:
         kind, method = INSPECTION_ENDPOINTS[route.endpoint]
+        if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
+    elif route.endpoint in HOTSPOT_ENDPOINTS:
+        kind, method = HOTSPOT_ENDPOINTS[route.endpoint]
         if route.method != method:
             raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif route.endpoint.startswith("ogc."):
@@ -1058,6 +1077,8 @@ class Matrix:
             yield from self.dispatch_probes(route, kind)
         elif kind in ("inbox", "inbox_read"):
             yield from self.inbox_probes(route, kind)
+        elif kind in HOTSPOT_KINDS:
+            yield from self.hotspot_probes(route, kind)
         else:  # pragma: no cover - classify() only gives the kinds above
             raise AssertionError(kind)
 
@@ -1104,6 +1125,143 @@ class Matrix:
             yield Probe(route, "-", route.rule, listed)
         else:
             yield Probe(route, "-", route.rule, self.status(200))
+
+    # -- hotspots ----------------------------------------------------------------------------
+
+    def hotspot_runs(self) -> dict[str, int]:
+        """A stored run (one hot cell, at the side's incident) on each side's community, made
+        once per world."""
+        db, runs = self.world.db, {}
+        for name, side in self.world.sides.items():
+            run = db.execute(
+                text("SELECT id FROM hotspot_run WHERE filters ->> 'matrix' = :n"), {"n": name}
+            ).scalar()
+            if run is None:
+                run = db.execute(
+                    text(
+                        "INSERT INTO hotspot_run (kind, resolution, k, period_start, period_end, "
+                        "filters, area_code, n_points, n_cells) VALUES ('gistar', 9, 1, "
+                        "now() - interval '1 day', now() + interval '1 day', "
+                        "jsonb_build_object('matrix', CAST(:n AS text)), :area, 1, 1) "
+                        "RETURNING id"
+                    ),
+                    {"n": name, "area": side.community},
+                ).scalar_one()
+                lon, lat = side.incident_point
+                db.execute(
+                    text(
+                        "INSERT INTO hotspot_cell (run_id, cell, count, z, p, bin) "
+                        "VALUES (:r, :c, 1, 3.5, 0.0005, 3)"
+                    ),
+                    {"r": run, "c": h3.str_to_int(h3.latlng_to_cell(lat, lon, 9))},
+                )
+            runs[name] = run
+        db.commit()
+        return runs
+
+    def hotspot_probes(self, route: Route, kind: str) -> Iterator[Probe]:
+        """Runs of the jurisdiction are listed and read (200), others are 404 and never
+        listed; a new run of a community in the jurisdiction is made (201, and removed
+        again), one outside it is refused as an unknown area (422). Repeated spots: each
+        visible side's incident (alone: min_count=1), with its case only for full readers."""
+        runs, rule = self.hotspot_runs(), route.rule
+        if kind == "hotspot_runs" and route.safe:
+            yield Probe(route, "-", f"{rule}?limit=1000", self.runs_listed(runs))
+        elif kind == "hotspot_runs":
+            today = datetime.now(UTC).date()
+            for name, side in self.world.sides.items():
+                body = {
+                    "start": str(today - timedelta(days=2)),
+                    "end": str(today + timedelta(days=2)),
+                    "area": side.community,
+                    "k": 1,
+                }
+                expect = (
+                    self.run_made(side.community)
+                    if self.visible(name)
+                    else self.status(422, "invalid-input")
+                )
+                yield Probe(route, name, rule, expect, body=body)
+        elif kind == "hotspot_run":
+            for name, run in runs.items():
+                url = rule.replace("<int:run_id>", str(run))
+                if route.name == "run_compare":
+                    url += f"?with={run}"
+                expect = self.run_read(route.name, run) if self.visible(name) else None
+                yield Probe(route, name, url, expect or self.status(404, "not-found"))
+        else:
+            url = f"{rule}?days=3650&min_count=1&limit=1000"
+            yield Probe(route, "-", url, self.repeated_check)
+
+    def runs_listed(self, runs: dict[str, int]):
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if problems:
+                return problems
+            got = {r["id"] for r in response.get_json()["runs"]}
+            for name, run in runs.items():
+                if self.visible(name) and run not in got:
+                    problems.append(f"the {name} side's run {run} is not listed")
+                if not self.visible(name) and run in got:
+                    problems.append(f"LEAK: the {name} side's run {run} is listed")
+            return problems
+
+        return check
+
+    def run_read(self, view: str, run: int):
+        def check(response) -> list[str]:
+            problems = self.status(200)(response)
+            if problems:
+                return problems
+            body = response.get_json(force=True)
+            if view == "run_grids":
+                got = body.get("run")
+            else:
+                got = body.get("a" if view == "run_compare" else "run", {}).get("id")
+            if got != run:
+                problems.append(f"asked for run {run}, got {got}")
+            if view == "run_detail" and len(body.get("features", [])) != 1:
+                problems.append(f"run {run} has {len(body.get('features', []))} cells, not 1")
+            return problems
+
+        return check
+
+    def run_made(self, community: str):
+        def check(response) -> list[str]:
+            problems = self.status(201)(response)
+            if problems:
+                return problems
+            made = response.get_json()
+            if made["area"]["code"] != community or made["n_points"] != 1:
+                problems.append(f"run made as {made}")
+            self.world.db.execute(
+                text("DELETE FROM hotspot_run WHERE id = :id"), {"id": made["id"]}
+            )
+            self.world.db.commit()
+            return problems
+
+        return check
+
+    def repeated_check(self, response) -> list[str]:
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        spots = response.get_json()["spots"]
+        cells = {s["h3_cell"] for s in spots}
+        cases = {i for s in spots for i in s.get("case_ids", [])}
+        for name, fid in self.sides_ids("incidents"):
+            lon, lat = self.world.sides[name].incident_point
+            cell = h3.latlng_to_cell(lat, lon, 9)
+            if not self.visible(name):
+                if cell in cells or int(fid) in cases:
+                    problems.append(f"LEAK: the {name} side's incident is a repeated spot")
+            elif cell not in cells:
+                problems.append(f"the {name} side's incident is not a spot")
+            elif self.role not in RESTRICTED_ROLES and int(fid) not in cases:
+                problems.append(f"the {name} side's spot lacks its case {fid}")
+        if self.role in RESTRICTED_ROLES and (cases or any(s["exact"] for s in spots)):
+            problems.append("LEAK: a restricted reader gets cases or exact points")
+        return problems
 
     def hint_check(self, wanted: list[int], case_id: int | None = None):
         def check(response) -> list[str]:

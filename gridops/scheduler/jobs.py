@@ -182,6 +182,48 @@ def _kpi_snapshot(session: Session, slot: datetime) -> dict[str, Any]:
     return {"day": day.isoformat(), "snapshots": stored}
 
 
+HOTSPOT_RESOLUTION = 9
+
+
+def _month_start(day: date) -> datetime:
+    return datetime(day.year, day.month, 1, tzinfo=TZ)
+
+
+def _hotspot_run(session: Session, slot: datetime) -> dict[str, Any]:
+    """The last complete month's Gi* run at resolution 9 for each top-level area (the whole
+    city), and an emerging run by month over the 12 months ending with it. A run whose exact
+    parameters are stored already is skipped, so the month is analysed once however often
+    the job runs; a period without incidents is skipped too."""
+    from gridops.errors import InvalidInput
+    from gridops.hotspots.service import existing_run, run_hotspots
+
+    end = _month_start(local_day(slot))
+    last = (end - timedelta(days=1)).date()  # a day of the last complete month
+    year, month = divmod(last.year * 12 + last.month - 1 - 11, 12)
+    plans = (
+        ("gistar", _month_start(last), None),
+        ("emerging", datetime(year, month + 1, 1, tzinfo=TZ), "month"),
+    )
+    cities = session.execute(
+        text("SELECT code FROM admin_area WHERE parent_code IS NULL ORDER BY code")
+    ).scalars()
+    made, skipped = [], []
+    for area in list(cities):
+        for kind, start, step in plans:
+            key = {"kind": kind, "resolution": HOTSPOT_RESOLUTION, "start": start, "end": end,
+                   "area": area, "step": step}  # fmt: skip
+            if existing_run(session, **key) is not None:
+                skipped.append(f"{kind} {area}: stored already")
+                continue
+            try:
+                with session.begin_nested():
+                    made.append(run_hotspots(session, **key))
+            except InvalidInput as exc:  # no incidents in the period, or too many cells
+                skipped.append(f"{kind} {area}: {exc}")
+    session.commit()
+    return {"month": f"{last.year}-{last.month:02d}", "runs": made, "skipped": skipped}
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One scheduled job: its work, its schedule (a cron trigger and the matching slots)
@@ -236,7 +278,12 @@ JOBS: dict[str, JobSpec] = {
             timedelta(hours=6),
             "the night, as for patrol coverage: the snapshot is of yesterday whenever it runs",
         ),
-        # The nightly hotspot run joins here once the hotspot analysis exists.
+        JobSpec(
+            "hotspot_run", _hotspot_run, {"hour": 2, "minute": 0}, daily_at(2, 0),
+            timedelta(hours=6),
+            "the night, as for the KPI snapshot: the run is of last month whenever it runs, and "
+            "a month already stored is skipped",
+        ),
     )
 }  # fmt: skip
 
@@ -368,11 +415,16 @@ def kpi_snapshot() -> dict[str, Any] | None:
     return run_job("kpi_snapshot")
 
 
+def hotspot_run() -> dict[str, Any] | None:
+    return run_job("hotspot_run")
+
+
 __all__ = [
     "JOBS",
     "JobSpec",
     "configure",
     "deliver_notifications",
+    "hotspot_run",
     "inspection_tasks",
     "interrupted_slot",
     "kpi_snapshot",
