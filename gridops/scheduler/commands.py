@@ -60,7 +60,8 @@ def scheduler_command(once: str | None, slot: str | None, lock_retry: float) -> 
     """Run the scheduled jobs; one process at a time (a second copy waits for the lock).
 
     Jobs: sla_sweep (every 5 min), deliver_notifications (every minute), inspection_tasks
-    (05:30), patrol_coverage (23:50), kpi_snapshot (01:00), Asia/Shanghai.
+    (05:30), patrol_coverage (23:50), kpi_snapshot (01:00), hotspot_run (02:00),
+    Asia/Shanghai.
     """
     from gridops.notifications.senders import load_senders
     from gridops.scheduler import jobs
