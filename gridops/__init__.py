@@ -53,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from gridops.open311.views import bp as open311_bp
     from gridops.overlays.views import bp as overlays_bp
     from gridops.patrol.views import bp as patrol_bp
+    from gridops.tiles import bp as tiles_bp
     from gridops.web import i18n
     from gridops.web.views import bp as web_bp
 
@@ -82,6 +83,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(inspections_bp)
     app.register_blueprint(patrol_bp)
     app.register_blueprint(hotspots_bp)
+    app.register_blueprint(tiles_bp)
     auth_web.check_declarations(app)
     register_commands(app.cli)
 

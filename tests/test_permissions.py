@@ -248,6 +248,12 @@ KIND_ARGUMENTS |= {"hotspot_runs": set(), "hotspot_run": {"run_id"}, "hotspot_re
 RECORD_ARGUMENTS |= {"run_id"}
 UNSAFE_KINDS |= {"hotspot_runs"}
 
+# Vector tiles (read:map; incidents: read:incidents): one tile covering the whole world holds
+# each visible side's records (found by their code strings) and none of the others.
+TILE_ENDPOINTS = {"tiles.tile": ("tiles", "GET"), "tiles.incident_tile": ("tiles", "GET")}
+KIND_ARGUMENTS |= {"tiles": {"layer", "z", "x", "y"}}
+WORLD_TILE = (10, 833, 444)  # 113.0..113.35 E, 22.9..23.2 N: every side's records
+
 
 def classify(route: Route) -> tuple[str, str | None]:
     """(kind, layer id or None) of a route, from its permission, endpoint name and LAYERS."""
@@ -291,6 +297,10 @@ def classify(route: Route) -> tuple[str, str | None]:
             raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif route.endpoint in HOTSPOT_ENDPOINTS:
         kind, method = HOTSPOT_ENDPOINTS[route.endpoint]
+        if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
+    elif route.endpoint in TILE_ENDPOINTS:
+        kind, method = TILE_ENDPOINTS[route.endpoint]
         if route.method != method:
             raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif route.endpoint.startswith("ogc."):
@@ -1079,6 +1089,8 @@ class Matrix:
             yield from self.inbox_probes(route, kind)
         elif kind in HOTSPOT_KINDS:
             yield from self.hotspot_probes(route, kind)
+        elif kind == "tiles":
+            yield from self.tile_probes(route)
         else:  # pragma: no cover - classify() only gives the kinds above
             raise AssertionError(kind)
 
@@ -1127,6 +1139,34 @@ class Matrix:
             yield Probe(route, "-", route.rule, self.status(200))
 
     # -- hotspots ----------------------------------------------------------------------------
+
+    def tile_probes(self, route: Route) -> Iterator[Probe]:
+        z, x, y = WORLD_TILE
+        shared = ("grids", "enterprises", "outlets")
+        layers = shared if "layer" in route.arguments else ("incidents",)
+        for layer in layers:
+            url = route.rule.replace("<layer>", layer).replace("<int:z>", str(z))
+            url = url.replace("<int:x>", str(x)).replace("<int:y>", str(y))
+            yield Probe(route, "-", url, self.tile_check(layer))
+
+    def tile_check(self, layer: str):
+        """200 with the code of every visible side's record, 204 when none is; no others."""
+
+        def check(response) -> list[str]:
+            seen = [s for s in self.world.sides.values() if s.visible_to(self.role)]
+            problems = self.status(200 if seen else 204)(response)
+            if problems:
+                return problems
+            data = response.get_data()
+            for name, side in self.world.sides.items():
+                marker = TILE_MARKERS[layer](side).encode()
+                if side.visible_to(self.role) and marker not in data:
+                    problems.append(f"{layer} tile lacks the {name} side's {marker!r}")
+                if not side.visible_to(self.role) and marker in data:
+                    problems.append(f"LEAK: {layer} tile has the {name} side's {marker!r}")
+            return problems
+
+        return check
 
     def hotspot_runs(self) -> dict[str, int]:
         """A stored run (one hot cell, at the side's incident) on each side's community, made
@@ -1912,6 +1952,15 @@ def run_matrix(app: Flask, world: World, role: str, via: str) -> Matrix:
     )
     assert not one_sided, f"routes not called with own and foreign records: {one_sided}"
     return matrix
+
+
+# A string each side's record puts in its tile (incidents: their unit grid's code).
+TILE_MARKERS = {
+    "grids": lambda side: f"{side.community}001",
+    "enterprises": lambda side: f"Enterprise-{side.name}-Canary",
+    "outlets": lambda side: f"OUTLET-{side.name.upper()}",
+    "incidents": lambda side: f"{side.community}001",
+}
 
 
 # -- the tests -----------------------------------------------------------------------------
