@@ -24,6 +24,7 @@ demo: system-db $(STAMPS)/venv static/vendor/.installed $(DEMO_DATA)/planted.jso
 	$(BIN)/gridops demo users
 	$(BIN)/gridops demo roster
 	$(BIN)/gridops demo history
+	$(BIN)/gridops demo patrols
 	$(BIN)/gridops scheduler --once inspection_tasks
 	@echo "gridops demo: http://$(HOST):$(PORT)/"
 # The scheduler runs beside the server and is stopped (SIGTERM) whenever serve ends.
@@ -80,6 +81,13 @@ static/vendor/.installed: package.json package-lock.json
 	rm -rf static/vendor && mkdir -p static/vendor
 	cp -r node_modules/leaflet/dist static/vendor/leaflet
 	cp -r node_modules/leaflet.markercluster/dist static/vendor/leaflet.markercluster
+	cp -r node_modules/leaflet.vectorgrid/dist static/vendor/leaflet.vectorgrid
+	mkdir -p static/vendor/idb static/vendor/chart.js static/vendor/axe-core static/vendor/jquery static/vendor/workbox
+	cp node_modules/idb/build/umd.js static/vendor/idb/idb.umd.js
+	cp node_modules/chart.js/dist/chart.umd.min.js static/vendor/chart.js/
+	cp node_modules/axe-core/axe.min.js static/vendor/axe-core/
+	cp node_modules/jquery/dist/jquery.min.js static/vendor/jquery/
+	cp node_modules/workbox-*/build/*.js static/vendor/workbox/
 	@touch $@
 
 # The Foshan demo files (deterministic; rebuilt only when the script or its sources change).

@@ -55,6 +55,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from gridops.patrol.views import bp as patrol_bp
     from gridops.tiles import bp as tiles_bp
     from gridops.web import i18n
+    from gridops.web import views as web_views
+    from gridops.web.board import bp as board_bp
+    from gridops.web.planner import bp as planner_bp
+    from gridops.web.tablet import bp as tablet_bp
     from gridops.web.views import bp as web_bp
 
     # First of the before-request hooks: every later one (and every error) may log it.
@@ -66,9 +70,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     errors.register_error_handlers(app)
     i18n.init_app(app)
+    web_views.init_app(app)
     auth_web.init_app(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(web_bp)
+    app.register_blueprint(tablet_bp)
+    app.register_blueprint(board_bp)
     app.register_blueprint(grids_bp)
     app.register_blueprint(overlays_bp)
     app.register_blueprint(ogc_bp)
@@ -84,6 +91,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(patrol_bp)
     app.register_blueprint(hotspots_bp)
     app.register_blueprint(tiles_bp)
+    app.register_blueprint(planner_bp)
     auth_web.check_declarations(app)
     register_commands(app.cli)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from flask import Flask, current_app, has_app_context
 from flask.cli import ScriptInfo
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from gridops.config import ConfigError, database_url, load_config
@@ -224,11 +225,34 @@ def demo_history() -> None:
         started = time.perf_counter()
         played = synthesise_history(session)
         session.commit()
+        # Fresh statistics: a year of events written in one go leaves the planner guessing.
+        session.execute(text("ANALYZE"))
+        session.commit()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         session.close()
     click.echo(f"case histories: {played} played in {time.perf_counter() - started:.1f} s")
+
+
+@demo_cli.command("patrols")
+def demo_patrols() -> None:
+    """Today's patrol tracks of the demo community's inspectors (after ``demo roster``;
+    idempotent: a second run only continues the walks up to now)."""
+    from gridops.demo_patrols import write_demo_patrols
+
+    session = open_session()
+    try:
+        counts = write_demo_patrols(session)
+        session.commit()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        session.close()
+    click.echo(
+        f"patrols: {counts['inspectors']} inspectors, {counts['stored']} new points "
+        f"({counts['received'] - counts['stored']} already stored)"
+    )
 
 
 def register_data_commands(group: click.Group) -> None:

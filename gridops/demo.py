@@ -92,6 +92,8 @@ def load_demo(session: Session, data_dir: Path, *, log: Any = print) -> dict[str
     session.commit()
     log(f"incidents: {new_incidents} new, {located} located in a unit grid")
     summary["incidents"] = {"inserted": new_incidents, "located": located}
+    session.execute(text("ANALYZE"))  # fresh statistics for the rows just loaded
+    session.commit()
     summary["seconds"] = round(time.perf_counter() - started, 1)
     log(f"demo loaded in {summary['seconds']} s")
     return summary

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,14 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # The outside world is cut: every name fails to resolve, so a page that reached for a CDN
+    # or a tile server would record a failed request. The server is an IP literal.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
+
+# Screenshots and other browser-test artefacts (kept after the run; not in git).
+ARTIFACTS = Path(os.environ.get("GRIDOPS_ARTIFACTS") or Path(__file__).parent.parent / "artifacts")
+AXE_JS = Path(__file__).parent.parent / "static" / "vendor" / "axe-core" / "axe.min.js"
 
 
 # -- a skipped test is a failed run -------------------------------------------------------
@@ -171,20 +179,56 @@ def live_server(database_url: str) -> Iterator[str]:
     get_database(application).dispose()
 
 
-@pytest.fixture
-def page(browser):
-    """A fresh browser page that records page errors and failed or 4xx/5xx requests."""
-    context = browser.new_context(locale="zh-CN")
+def _failed(tab, request) -> None:
+    # The browser asks for the icon after the load event; a test that moves on at once
+    # cancels that fetch, which is nothing failing.
+    if request.url.endswith("/favicon.svg") and "ERR_ABORTED" in (request.failure or ""):
+        return
+    tab.problems.append(f"failed: {request.url} {request.failure}")
+
+
+def open_page(browser, **context_options):
+    """A fresh page in its own context that records page errors and failed or 4xx/5xx
+    requests in ``page.problems``; ``page.context.close()`` ends it."""
+    context = browser.new_context(locale="zh-CN", **context_options)
     tab = context.new_page()
     tab.problems = []  # type: ignore[attr-defined]
     tab.on("pageerror", lambda exc: tab.problems.append(f"page error: {exc}"))
-    tab.on("requestfailed", lambda req: tab.problems.append(f"failed: {req.url} {req.failure}"))
+    tab.on("requestfailed", lambda req: _failed(tab, req))
     tab.on(
         "response",
         lambda resp: resp.status >= 400 and tab.problems.append(f"{resp.status}: {resp.url}"),
     )
+    return tab
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page (see ``open_page``)."""
+    tab = open_page(browser)
     yield tab
-    context.close()
+    tab.context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a full-page screenshot as a test artefact under ``artifacts/screenshots/``."""
+    path = ARTIFACTS / "screenshots" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def axe_violations(page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict]:
+    """axe-core (from npm, in static/vendor/) run on the page as it is now; the violations of
+    the given impacts, each as {id, impact, help, targets}. Evaluated over the DevTools
+    protocol, so it needs no script tag and no Content-Security-Policy exception."""
+    page.evaluate(AXE_JS.read_text(encoding="utf-8"))
+    result = page.evaluate(
+        "async () => { const r = await axe.run(document, {resultTypes: ['violations']});"
+        " return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        " targets: v.nodes.map(n => n.target.join(' ')).slice(0, 5)})); }"
+    )
+    return [v for v in result if v["impact"] in impacts]
 
 
 @pytest.fixture
@@ -262,3 +306,77 @@ def sign_in(page, base_url: str, username: str, password: str) -> None:
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")
+
+
+# -- the Foshan demo, served ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """The demo's files (geodata/build.py), built once per run."""
+    from tests.test_geodata import load_build
+
+    out = tmp_path_factory.mktemp("demo-data")
+    load_build().build(out)
+    return out
+
+
+@dataclass(frozen=True)
+class DemoSite:
+    database_url: str
+    base_url: str
+    users: dict[str, tuple[str, str]]  # username → (username, password), e.g. "demo.inspector"
+    data: Path
+
+
+@pytest.fixture(scope="session")
+def demo_site(database_url: str, demo_data: Path, tmp_path_factory) -> Iterator[DemoSite]:
+    """The whole ``make demo`` in a database of its own (loaded, people, roster, a year of case
+    history, today's inspection tasks, the nightly hotspot runs), served on a free loopback
+    port. Browser tests share it and may add to it: assert on what a test itself created."""
+    from click.testing import CliRunner
+
+    from gridops.auth.commands import DEMO_USERS
+    from gridops.cli import main
+    from gridops.demo import load_demo
+
+    name = f"gridops_site_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(database_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    site_engine = create_engine(url, poolclass=pool.NullPool)
+    server = None
+    try:
+        with site_engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        migrate.upgrade(url)
+        with Session(site_engine) as db:
+            load_demo(db, demo_data, log=lambda _: None)
+        for command in (
+            ["demo", "users"],
+            ["demo", "roster"],
+            ["demo", "history"],
+            ["demo", "patrols"],
+            ["scheduler", "--once", "inspection_tasks"],
+            ["scheduler", "--once", "hotspot_run"],
+        ):
+            result = CliRunner().invoke(main, command, env={"GRIDOPS_DATABASE_URL": url})
+            assert result.exit_code == 0, f"{command}: {result.output}"
+        photos = tmp_path_factory.mktemp("site-photos")
+        application = create_app(app_config(url, PHOTO_DIR=str(photos)))
+        server = make_server("127.0.0.1", 0, application, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield DemoSite(
+            database_url=url,
+            base_url=f"http://127.0.0.1:{server.server_port}",
+            users={u[0]: (u[0], u[4]) for u in DEMO_USERS},
+            data=demo_data,
+        )
+        server.shutdown()
+        get_database(application).dispose()
+    finally:
+        site_engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -6,7 +6,6 @@ Loaded once per run into a database of its own; these tests only read it (or rel
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,15 +20,10 @@ from gridops.demo import load_demo
 from gridops.grids.topology import check_stored
 from gridops.incidents.workflow import Event, fold
 from tests.conftest import app_config
-from tests.test_geodata import load_build
-
-
-def build_demo(out: Path) -> None:
-    load_build().build(out)
 
 
 @pytest.fixture(scope="module")
-def demo(database_url, tmp_path_factory):
+def demo(database_url, demo_data):
     """(url, data folder, first load summary) of a database holding the loaded demo."""
     name = f"gridops_demo_{uuid.uuid4().hex[:8]}"
     admin = create_engine(database_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
@@ -41,8 +35,7 @@ def demo(database_url, tmp_path_factory):
         with engine.begin() as conn:
             conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
         migrate.upgrade(url)
-        data = tmp_path_factory.mktemp("demo")
-        build_demo(data)
+        data = demo_data
         with Session(engine) as session:
             summary = load_demo(session, data, log=lambda _: None)
         yield url, data, summary

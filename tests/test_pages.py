@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import sign_in
+from tests.conftest import TEST_PASSWORD, axe_violations, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -49,4 +49,52 @@ def test_language_switch_to_english(page, live_server, live_admin):
     page.click("#lang-switch")
     page.wait_for_load_state("networkidle")
     assert "Grid management" in page.inner_text("main")
+    assert page.problems == []
+
+
+@pytest.mark.parametrize(
+    ("role", "scope", "landing"),
+    [
+        ("inspector", {"grid_codes": ["440604001001001"]}, "/tablet"),
+        ("community_manager", {"area_code": "440604001001"}, "/board"),
+        ("district_manager", {"area_code": "440604"}, "/board"),
+        ("planner", {"area_code": "440600"}, "/planner/map"),
+    ],
+)
+def test_each_role_lands_on_its_page_and_sees_only_its_links(
+    app, session, tmp_path, make_user, role, scope, landing
+):
+    from tests.test_cases import build_world
+    from tests.test_permissions import csrf_token
+
+    build_world(session, tmp_path)
+    _, username = make_user(role, **scope)
+    client = app.test_client()
+    signed_in = client.post(
+        "/login",
+        data={"username": username, "password": TEST_PASSWORD, "csrf_token": csrf_token(client)},
+    )
+    assert signed_in.status_code == 302
+    home = client.get("/")
+    assert home.status_code == 302 and home.headers["Location"] == landing
+    page = client.get(landing).get_data(as_text=True)
+    links = {
+        "/tablet": role in ("inspector", "community_manager", "district_manager"),
+        "/board": role in ("community_manager", "district_manager"),
+        "/planner/map": role != "inspector",
+        "/planner/kpis": role != "inspector",
+    }
+    for href, shown in links.items():
+        assert (f'href="{href}"' in page) is shown, (role, href)
+    assert 'aria-current="page"' in page
+
+
+def test_login_and_overview_pages_pass_axe(page, live_server, live_admin):
+    page.goto(live_server + "/login")
+    assert axe_violations(page) == []
+    screenshot(page, "login")
+    sign_in(page, live_server, *live_admin)
+    page.wait_for_selector("body[data-loaded]")
+    assert axe_violations(page) == []
+    screenshot(page, "admin-overview")
     assert page.problems == []

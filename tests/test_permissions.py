@@ -223,6 +223,16 @@ KIND_ARGUMENTS |= {
 }
 UNSAFE_KINDS |= DISPATCH_KINDS - {"dispatch_queue", "dispatch_workload", "components"}
 
+# The dispatcher's board (write:cases): the page and its cases answer dispatchers only (403 for
+# inspectors and handlers, who hold the verb too); cases of the jurisdiction listed or found.
+BOARD_ENDPOINTS = {
+    "board.page": ("board_page", "GET"),
+    "board.cases": ("board_cases", "GET"),
+    "board.case": ("board_case", "GET"),
+}
+BOARD_KINDS = {kind for kind, _ in BOARD_ENDPOINTS.values()}
+KIND_ARGUMENTS |= {"board_page": set(), "board_cases": set(), "board_case": {"case_id"}}
+
 # The signed-in user's inbox (any signed-in user): their own notifications only.
 INBOX_ENDPOINTS = {
     "inbox.inbox": ("inbox", "GET"),
@@ -254,6 +264,17 @@ TILE_ENDPOINTS = {"tiles.tile": ("tiles", "GET"), "tiles.incident_tile": ("tiles
 KIND_ARGUMENTS |= {"tiles": {"layer", "z", "x", "y"}}
 WORLD_TILE = (10, 833, 444)  # 113.0..113.35 E, 22.9..23.2 N: every side's records
 
+# Role pages (HTML), by endpoint: 200 with the verb (their data comes from the API routes
+# above, probed there), 403 without, strangers sent to /login.
+PAGE_ENDPOINTS = {"tablet.page": "GET"}
+KIND_ARGUMENTS |= {"page": set()}
+
+# The planner's pages (read:analytics): 200 HTML naming the own side's community (the hotspot
+# map's boundary layer, the KPI area picker). folium's script escapes non-ASCII text, so hidden
+# sides' canaries are looked for \u-escaped too.
+PLANNER_PAGE_ENDPOINTS = {"planner.hotspot_map": "GET", "planner.kpi_dashboard": "GET"}
+KIND_ARGUMENTS |= {"planner_page": set()}
+
 
 def classify(route: Route) -> tuple[str, str | None]:
     """(kind, layer id or None) of a route, from its permission, endpoint name and LAYERS."""
@@ -269,6 +290,10 @@ def classify(route: Route) -> tuple[str, str | None]:
         kind = "public"
     elif route.endpoint in DISPATCH_ENDPOINTS:  # before admin: managers hold admin:duties
         kind, method = DISPATCH_ENDPOINTS[route.endpoint]
+        if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
+    elif route.endpoint in BOARD_ENDPOINTS:
+        kind, method = BOARD_ENDPOINTS[route.endpoint]
         if route.method != method:
             raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif permission.startswith("admin:"):
@@ -298,6 +323,14 @@ def classify(route: Route) -> tuple[str, str | None]:
     elif route.endpoint in HOTSPOT_ENDPOINTS:
         kind, method = HOTSPOT_ENDPOINTS[route.endpoint]
         if route.method != method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
+    elif route.endpoint in PLANNER_PAGE_ENDPOINTS:
+        kind = "planner_page"
+        if PLANNER_PAGE_ENDPOINTS[route.endpoint] != route.method:
+            raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
+    elif route.endpoint in PAGE_ENDPOINTS:
+        kind = "page"
+        if PAGE_ENDPOINTS[route.endpoint] != route.method:
             raise Unclassified(f"no expectations for {route.method} on {kind!r} routes")
     elif route.endpoint in TILE_ENDPOINTS:
         kind, method = TILE_ENDPOINTS[route.endpoint]
@@ -1085,10 +1118,16 @@ class Matrix:
                     yield Probe(route, side, url, self.status(404, "not-found"))
         elif kind in DISPATCH_KINDS:
             yield from self.dispatch_probes(route, kind)
+        elif kind in BOARD_KINDS:
+            yield from self.board_probes(route, kind)
         elif kind in ("inbox", "inbox_read"):
             yield from self.inbox_probes(route, kind)
         elif kind in HOTSPOT_KINDS:
             yield from self.hotspot_probes(route, kind)
+        elif kind == "page":
+            yield Probe(route, "-", rule, self.page_check)
+        elif kind == "planner_page":
+            yield Probe(route, "-", rule, self.planner_page_check)
         elif kind == "tiles":
             yield from self.tile_probes(route)
         else:  # pragma: no cover - classify() only gives the kinds above
@@ -1139,6 +1178,31 @@ class Matrix:
             yield Probe(route, "-", route.rule, self.status(200))
 
     # -- hotspots ----------------------------------------------------------------------------
+
+    def planner_page_check(self, response) -> list[str]:
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        raw = response.get_data(as_text=True)
+
+        def escaped(value: str) -> str:
+            return json.dumps(value)[1:-1]
+
+        own = self.world.sides["own"].area_names[-1]
+        if own not in raw and escaped(own) not in raw:
+            problems.append(f"the own side's community {own} is not on the page")
+        for name, side in self.world.sides.items():
+            hidden = () if side.visible_to(self.role) else side.canaries
+            if self.role in RESTRICTED_ROLES:
+                hidden = (*hidden, *side.reporter.values())
+            problems += [f"LEAK: {c!r} of the {name} side" for c in hidden if escaped(c) in raw]
+        return problems
+
+    def page_check(self, response) -> list[str]:
+        problems = self.status(200)(response)
+        if not problems and response.mimetype != "text/html":
+            problems.append(f"expected an HTML page, got {response.mimetype}")
+        return problems
 
     def tile_probes(self, route: Route) -> Iterator[Probe]:
         z, x, y = WORLD_TILE
@@ -1555,6 +1619,35 @@ class Matrix:
                 yield Probe(route, side, url, expect, body=body)
         elif kind == "components":
             yield Probe(route, "-", f"{rule}?limit=1000", self.feature_collection("components"))
+
+    def board_probes(self, route: Route, kind: str) -> Iterator[Probe]:
+        """The board: dispatchers get the page, the open cases of their area (listed) and any
+        case of it (found); foreign cases are absent / 404; other holders of write:cases 403."""
+        rule = route.rule
+        not_dispatcher = None if self.dispatcher() else self.status(403)
+        if kind == "board_page":
+            yield Probe(route, "-", rule, not_dispatcher or self.page_check)
+        elif kind == "board_cases":
+            yield Probe(route, "-", f"{rule}?limit=1000", not_dispatcher or self.board_list_check)
+        elif kind == "board_case":
+            for side, fid in self.sides_ids("incidents"):
+                url = rule.replace("<int:case_id>", fid)
+                expect = not_dispatcher or self.found_or_not(side, fid, None)
+                yield Probe(route, side, url, expect)
+
+    def board_list_check(self, response) -> list[str]:
+        """The world's reports are open: each is on the board of the dispatchers whose area
+        holds it, and on no other."""
+        problems = self.status(200)(response)
+        if problems:
+            return problems
+        got = {str(feature["id"]) for feature in response.get_json(force=True)["features"]}
+        for name, fid in self.sides_ids("incidents"):
+            if self.visible(name) and fid not in got:
+                problems.append(f"the {name} side's case {fid} is not on the board")
+            if not self.visible(name) and fid in got:
+                problems.append(f"LEAK: the {name} side's case {fid} is on the board")
+        return problems
 
     def queue_check(self, response) -> list[str]:
         """The world's reports wait on nobody (no inspector is on duty): each is in the queue

@@ -144,7 +144,7 @@ def parse_limit(raw: str | None) -> int:
     return int(raw)
 
 
-def _soon_thresholds(
+def soon_thresholds(
     session: Session, where: Jurisdiction, now: datetime
 ) -> tuple[list[int], list[datetime]]:
     """For each handling time limit of open cases with a deadline: the moment before which a
@@ -166,7 +166,7 @@ def _soon_thresholds(
     return list(limits), [calendar.add_working_hours(now, WARN_SHARE * h) for h in limits]
 
 
-def _role_columns(actor: Actor) -> tuple[str, dict[str, Any], list[Assignment]]:
+def role_columns(actor: Actor) -> tuple[str, dict[str, Any], list[Assignment]]:
     """A boolean column per role assignment: does it cover the case (``q.geom``)?"""
     columns, params, kept = [], {}, []
     for n, a in enumerate(actor.assignments):
@@ -200,8 +200,8 @@ def queue_page(
     """One page of the actor's queue (see the module docstring) and the next cursor."""
     where = jurisdiction(actor)
     now = now or session.execute(text("SELECT now()")).scalar_one()
-    limits, soon = _soon_thresholds(session, where, now)
-    role_sql, role_params, assignments = _role_columns(actor)
+    limits, soon = soon_thresholds(session, where, now)
+    role_sql, role_params, assignments = role_columns(actor)
     params: dict[str, Any] = {
         **where.params(),
         **role_params,

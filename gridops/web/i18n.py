@@ -29,7 +29,30 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Wrong username or password, or the account is disabled.",
     },
     "nav.logout": {"zh": "退出", "en": "Sign out"},
+    "nav.main": {"zh": "主导航", "en": "Main navigation"},
+    "nav.tablet": {"zh": "巡查上报", "en": "Patrol & report"},
+    "nav.board": {"zh": "派遣调度", "en": "Dispatch board"},
+    "nav.hotspots": {"zh": "热点分析", "en": "Hotspot map"},
+    "nav.kpis": {"zh": "考核指标", "en": "KPI dashboard"},
 }
+
+
+def register_messages(messages: dict[str, dict[str, str]]) -> None:
+    """Add a page's messages (``{"key": {"zh": …, "en": …}}``); keys must be new."""
+    clash = MESSAGES.keys() & messages.keys()
+    if clash:
+        raise ValueError(f"message keys defined twice: {sorted(clash)}")
+    missing = [k for k, v in messages.items() if set(v) != set(LANGUAGES)]
+    if missing:
+        raise ValueError(f"messages without both languages: {missing}")
+    MESSAGES.update(messages)
+
+
+def messages_for(prefix: str) -> dict[str, str]:
+    """The messages under ``prefix`` in the current language, for a page's script (rendered
+    into a ``<script type="application/json">`` block, which no CSP blocks)."""
+    lang = g.get("lang", "zh")
+    return {k: v[lang] for k, v in MESSAGES.items() if k.startswith(prefix)}
 
 
 def pick_language() -> str:
@@ -58,3 +81,4 @@ def init_app(app: Flask) -> None:
         return response
 
     app.jinja_env.globals["_"] = translate
+    app.jinja_env.globals["messages_for"] = messages_for
