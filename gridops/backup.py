@@ -47,6 +47,8 @@ from sqlalchemy import Connection, Engine, create_engine, make_url, pool, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
+from gridops.incidents.photos import fsync_dir
+
 FORMAT = "gridops-backup"
 FORMAT_VERSION = 1
 DUMP_NAME = "database.dump"
@@ -406,19 +408,6 @@ def _copy_hashed(source: Path, target: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def photo_files(photo_dir: Path) -> Iterator[tuple[str, Path]]:
     """(relative posix path, absolute path) of every regular photo file, sorted; hidden files
     (uploads being written, ``.upload-*.tmp``) and symlinks are left out."""
@@ -499,7 +488,7 @@ def create_backup(
         manifest["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         _write_manifest(work, manifest)
         os.rename(work, final)  # the only step that makes the backup visible under its name
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -590,7 +579,7 @@ def _write_manifest(work: Path, manifest: dict[str, Any]) -> None:
         with path.open("rb+") as fh:
             os.fsync(fh.fileno())
     for folder, _, _ in os.walk(work):
-        _fsync_dir(Path(folder))
+        fsync_dir(Path(folder))
 
 
 # -- reading a backup ---------------------------------------------------------------------
@@ -1032,5 +1021,5 @@ def _restore_photos(backup: Path, manifest: Mapping[str, Any], photo_dir: Path) 
             raise
         written += 1
     for folder, _, _ in os.walk(photo_dir):
-        _fsync_dir(Path(folder))
+        fsync_dir(Path(folder))
     return written, kept

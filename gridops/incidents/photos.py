@@ -338,7 +338,7 @@ def _check_root(root: Path) -> Path:
     return resolved
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     # Make the rename itself durable; not every platform lets a directory be opened.
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -404,7 +404,7 @@ def store_processed(
             target = resolved_root / rel
             _write_atomic(target, payload)
             written.append(target)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except BaseException:
         for path in written:
             with contextlib.suppress(OSError):
