@@ -76,18 +76,9 @@ $(STAMPS)/venv: pyproject.toml
 	@touch $@
 
 # Front-end libraries from the npm registry, copied into static/vendor/ (never a CDN).
-static/vendor/.installed: package.json package-lock.json
+static/vendor/.installed: package.json package-lock.json scripts/vendor-frontend.sh
 	npm ci --no-audit --no-fund --loglevel=error
-	rm -rf static/vendor && mkdir -p static/vendor
-	cp -r node_modules/leaflet/dist static/vendor/leaflet
-	cp -r node_modules/leaflet.markercluster/dist static/vendor/leaflet.markercluster
-	cp -r node_modules/leaflet.vectorgrid/dist static/vendor/leaflet.vectorgrid
-	mkdir -p static/vendor/idb static/vendor/chart.js static/vendor/axe-core static/vendor/jquery static/vendor/workbox
-	cp node_modules/idb/build/umd.js static/vendor/idb/idb.umd.js
-	cp node_modules/chart.js/dist/chart.umd.min.js static/vendor/chart.js/
-	cp node_modules/axe-core/axe.min.js static/vendor/axe-core/
-	cp node_modules/jquery/dist/jquery.min.js static/vendor/jquery/
-	cp node_modules/workbox-*/build/*.js static/vendor/workbox/
+	scripts/vendor-frontend.sh
 	@touch $@
 
 # The Foshan demo files (deterministic; rebuilt only when the script or its sources change).

@@ -257,12 +257,13 @@ def demo_patrols() -> None:
 
 def register_data_commands(group: click.Group) -> None:
     from gridops.auth.commands import users_cli
+    from gridops.backup_commands import COMMANDS as backup_commands
     from gridops.dispatch.commands import COMMANDS as dispatch_commands
     from gridops.hotspots.commands import COMMANDS as hotspot_commands
     from gridops.incidents.admin_commands import COMMANDS as admin_commands
     from gridops.scheduler.commands import scheduler_command
 
-    commands = (import_command, grids_cli, demo_cli, users_cli, *admin_commands)
+    commands = (import_command, grids_cli, demo_cli, users_cli, *admin_commands, *backup_commands)
     for command in (*commands, *dispatch_commands, *hotspot_commands, scheduler_command):
         if command.name not in group.commands:
             group.add_command(command)
