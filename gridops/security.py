@@ -9,8 +9,12 @@ Content-Security-Policy
     it through ``inline_script``, which allows exactly that text by its SHA-256 in this
     response's policy. Serving it from a URL of its own instead would render the map twice per
     view, or need a cache shared by every worker process. ``<script type="application/json">``
-    data blocks are never executed and need nothing. Images may also be ``data:`` (Leaflet's
-    and Chart.js's generated images) and ``blob:`` (the tablet's photo previews).
+    data blocks are never executed and need nothing. Styles need no ``'unsafe-inline'``:
+    Leaflet, folium's templates and Chart.js set them through ``element.style`` (the CSSOM,
+    which a policy does not govern), never as ``style`` attributes or ``<style>`` elements
+    (tests/test_security_headers.py listens for violations on every page). Images may also
+    be ``data:`` (Leaflet's and Chart.js's generated images) and ``blob:`` (the tablet's
+    photo previews).
     The service worker's script gets the same policy (a worker follows its own response's
     policy); every other non-page answer (JSON, GeoJSON, CSV, tiles, photos) gets a policy
     that allows nothing, in case one is ever opened as a document.

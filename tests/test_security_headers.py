@@ -26,7 +26,7 @@ from werkzeug.exceptions import NotFound
 from gridops import create_app
 from gridops.db import get_database
 from gridops.security import DATA_POLICY, PRIVATE_CACHES, inline_script, page_policy
-from tests.conftest import app_config, open_page, sign_in
+from tests.conftest import app_config, open_page, sign_in, wait_until
 
 URL_MAP_APP = create_app(
     {"ENV": "testing", "DATABASE_URL": "postgresql://x@y/z", "SECRET_KEY": "t"}
@@ -386,7 +386,7 @@ def test_the_pages_run_under_the_policy_without_a_violation(browser, demo_site, 
         "document.body.insertAdjacentHTML('beforeend',"
         " '<img id=probe src=/nothing.png onerror=\"window.__ran = 1\">')"
     )
-    page.wait_for_function("window.__csp.length > 0")
+    wait_until(page, "window.__csp.length > 0")
     assert page.evaluate("window.__ran") is None
     assert any("script-src" in v for v in violations(page)), violations(page)
     page.context.close()
