@@ -35,7 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Alembic announces each of its plugins at INFO whenever a script directory is read.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
-    from gridops import db, errors
+    from gridops import db, errors, security
+    from gridops.api import reject_unstorable_text
     from gridops.auth import web as auth_web
     from gridops.auth.views import bp as auth_bp
     from gridops.cli import register_commands
@@ -51,6 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from gridops.notifications.views import bp as inbox_bp
     from gridops.ogc import bp as ogc_bp
     from gridops.open311.views import bp as open311_bp
+    from gridops.openapi import bp as openapi_bp
     from gridops.overlays.views import bp as overlays_bp
     from gridops.patrol.views import bp as patrol_bp
     from gridops.tiles import bp as tiles_bp
@@ -69,8 +71,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     errors.register_error_handlers(app)
+    security.init_app(app)
     i18n.init_app(app)
     web_views.init_app(app)
+    app.before_request(reject_unstorable_text)  # before authorize(), whose CSRF check reads forms
     auth_web.init_app(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(web_bp)
@@ -92,6 +96,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(hotspots_bp)
     app.register_blueprint(tiles_bp)
     app.register_blueprint(planner_bp)
+    app.register_blueprint(openapi_bp)
     auth_web.check_declarations(app)
     register_commands(app.cli)
 

@@ -46,6 +46,56 @@ def json_body() -> dict[str, Any]:
     return body
 
 
+FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _unstorable(value: str) -> bool:
+    """PostgreSQL text holds neither U+0000 nor a lone surrogate (JSON's "\\ud800")."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def unstorable_fields(value: Any, where: str) -> list[str]:
+    """The JSON pointer-ish names of the strings (keys too) in ``value`` that are unstorable."""
+    if isinstance(value, str):
+        return [where or "body"] if _unstorable(value) else []
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            found += [name] if _unstorable(str(key)) else unstorable_fields(item, name)
+        return found
+    if isinstance(value, list):
+        return [n for i, item in enumerate(value) for n in unstorable_fields(item, f"{where}[{i}]")]
+    return []
+
+
+def reject_unstorable_text() -> None:
+    """Before every request (and before the CSRF check reads the form): a path, query
+    parameter, form field or JSON string holding text PostgreSQL cannot store (U+0000, a lone
+    surrogate), or a form part without a name, is refused here, 422 naming it, rather than by
+    a failing query. No legitimate client sends one."""
+    bad = ["path"] if _unstorable(request.path) else []
+    pairs = list(request.args.items(multi=True))
+    errors = []
+    if request.mimetype in FORM_MIMETYPES:
+        # A multipart part whose name cannot be parsed comes with the name None.
+        if None in request.form or None in request.files:
+            errors.append(FieldError("body", "a form part without a (readable) name"))
+        pairs += [(k, v) for k, v in request.form.items(multi=True) if k is not None]
+    bad += [k for k, v in pairs if _unstorable(k) or _unstorable(v)]
+    if request.is_json:
+        bad += unstorable_fields(request.get_json(silent=True), "")
+    errors += [FieldError(name, "holds U+0000 or a lone surrogate") for name in dict.fromkeys(bad)]
+    if errors:
+        raise InvalidInput("the request holds text that cannot be stored", errors)
+
+
 def actor_scope() -> Scope:
     """The signed-in actor's scope (routes that reach here always have an actor)."""
     actor = current_actor()
@@ -74,7 +124,13 @@ def layer_page_response(
     """
     bbox = parse_bbox(request.args.get("bbox"))
     raw_limit = request.args.get("limit")
-    if clamp_limit and raw_limit and raw_limit.isdigit() and int(raw_limit) > MAX_LIMIT:
+    if (
+        clamp_limit
+        and raw_limit
+        and raw_limit.isascii()
+        and raw_limit.isdigit()
+        and int(raw_limit) > MAX_LIMIT
+    ):
         raw_limit = str(MAX_LIMIT)
     limit = parse_limit(raw_limit)
     filters = {k: v for k, v in request.args.items() if k in layer.filters}

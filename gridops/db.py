@@ -7,13 +7,17 @@ and never reach for Flask, so the CLI and the tests can call them directly.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from gridops.config import database_url
+
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -85,7 +89,14 @@ def init_app(app: Flask) -> None:
     def _close_session(exc: BaseException | None) -> None:
         session: Session | None = g.pop("db_session", None)
         if session is not None:
-            session.close()
+            try:
+                session.close()
+            except DBAPIError as error:
+                # The connection died under the request (a database restart), and its
+                # transaction with it. The response is made already (a 503, or a success whose
+                # commit went through): do not turn it into a bare 500. Drop the connection.
+                log.warning("database connection lost while ending a request: %s", error.orig)
+                session.invalidate()
 
 
 def get_database(app: Flask | None = None) -> Database:

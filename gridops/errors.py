@@ -6,7 +6,9 @@ them (and every other 4xx/5xx) into ``application/problem+json``.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,8 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 PROBLEM_MIME = "application/problem+json"
+# What the system says when there is no room: a full disk, a quota, a file size limit.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass
@@ -142,6 +146,22 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return problem(500, "Internal server error", "An unexpected error occurred.")
+
+    @app.errorhandler(OSError)
+    def _no_room(exc: OSError) -> Response:
+        if exc.errno not in NO_ROOM:
+            return _unexpected(exc)
+        # E.g. an upload spooled to a full temporary folder before any view ran: nothing of
+        # the request was taken in, and a retry once there is room is safe.
+        log.error("no room to take a request in: %s", exc)
+        return problem(
+            507,
+            "Insufficient storage",
+            f"The server has no room to take this request in ({os.strerror(exc.errno)}); "
+            "retry later.",
+            type_slug="storage-full",
+            headers={"Retry-After": "300"},
+        )
 
 
 @dataclass

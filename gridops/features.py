@@ -328,7 +328,7 @@ def get_feature(
     session: Session, layer: Layer, feature_id: str, scope: Scope = EVERYTHING
 ) -> dict[str, Any]:
     """One feature by id; NotFound when it does not exist or lies outside ``scope``."""
-    if layer.key_is_int and not feature_id.isdigit():
+    if layer.key_is_int and not (feature_id.isascii() and feature_id.isdigit()):
         raise NotFound(f"no feature {feature_id!r} in {layer.id}")
     key = int(feature_id) if layer.key_is_int else feature_id
     row = session.execute(

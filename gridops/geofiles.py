@@ -94,7 +94,14 @@ def read_lonlat(
         if path.suffix.lower() == ".csv"
         else {}
     )
-    frame = gpd.read_file(path, layer=layer, engine="pyogrio", **csv_points)
+    try:
+        # A geometry GDAL reads but GEOS refuses (an empty shell with holes, a one-point line)
+        # becomes None: that row is rejected by name, the others are still checked.
+        frame = gpd.read_file(
+            path, layer=layer, engine="pyogrio", on_invalid="ignore", **csv_points
+        )
+    except Exception as exc:  # GDAL's, pyproj's and GEOS's errors about the file's content
+        raise _bad("file", f"{path.name} could not be read: {exc}") from None
 
     if src_crs:
         try:

@@ -85,7 +85,10 @@ class ImportReport:
             writer = csv.writer(fh)
             writer.writerow(["row", "code", "reason"])
             for r in self.rejects:
-                writer.writerow([r.row if r.row is not None else "", r.code or "", r.reason])
+                writer.writerow(
+                    [r.row if r.row is not None else "", _csv_text(r.code or ""),
+                     _csv_text(r.reason)]
+                )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +102,11 @@ class ImportReport:
             "dry_run": self.dry_run,
             "written": self.written,
         }
+
+
+def _csv_text(value: str) -> str:
+    """Codes and reasons quote the imported file: a spreadsheet must not run one as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 class ImportRejected(InvalidInput):
@@ -257,7 +265,7 @@ def _prepare_rows(
             row["code"] = row["uscc"]
         row, reasons = ROW_CHECKS[kind](row)
         if geom is None:
-            reasons.append("no geometry")
+            reasons.append("no geometry (or one that cannot be read)")
         if row["code"] in first_seen:
             reasons.append(f"duplicate of row {first_seen[row['code']]} ({key} {row['code']})")
         else:

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -208,6 +209,17 @@ def page(browser):
     tab = open_page(browser)
     yield tab
     tab.context.close()
+
+
+def wait_until(page, expression: str, timeout_ms: float = 30_000) -> None:
+    """``page.wait_for_function`` for pages under the Content-Security-Policy: Playwright polls
+    a predicate inside the page with ``new Function``, which the policy (no 'unsafe-eval')
+    refuses. This polls over DevTools (``page.evaluate``), which no page policy governs."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout_ms:.0f} ms: {expression}")
+        page.wait_for_timeout(100)
 
 
 def screenshot(page, name: str) -> Path:

@@ -26,7 +26,15 @@ from gridops.incidents.workcal import TZ
 from gridops.patrol.service import patrol_day
 from gridops.web.board import board_cases
 from tests import test_dispatch_queue as queue_tests
-from tests.conftest import ARTIFACTS, app_config, axe_violations, open_page, screenshot, sign_in
+from tests.conftest import (
+    ARTIFACTS,
+    app_config,
+    axe_violations,
+    open_page,
+    screenshot,
+    sign_in,
+    wait_until,
+)
 from tests.test_cases import build_world
 from tests.test_dispatch_queue import NOW, names
 
@@ -460,9 +468,7 @@ def test_a_dispatcher_closes_a_checked_case_from_the_map(browser, demo):
     popup = page.locator(f".leaflet-popup .case-panel[data-case-id='{case_id}']")
     popup.wait_for()
     assert "核查通过" in popup.locator(".fact-status").inner_text()
-    page.wait_for_function(
-        "getComputedStyle(document.querySelector('.leaflet-popup')).opacity === '1'"
-    )
+    wait_until(page, "getComputedStyle(document.querySelector('.leaflet-popup')).opacity === '1'")
     assert axe_violations(page) == []  # with the popup's form open
     screenshot(page, "board_popup")
     # The queue entry of the case is highlighted beside the map.

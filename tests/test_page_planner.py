@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from gridops.errors import InvalidInput
 from gridops.web import planner_map
-from tests.conftest import ARTIFACTS, axe_violations, open_page, screenshot, sign_in
+from tests.conftest import ARTIFACTS, axe_violations, open_page, screenshot, sign_in, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -208,7 +208,7 @@ def test_the_layer_control_toggles_overlays(planner_page, demo_site):
     assert points.count() == 0
     with page.expect_response(lambda r: "/api/v1/tiles/enterprises/" in r.url and r.status == 200):
         page.get_by_label("企业", exact=True).check()
-    page.wait_for_function("document.querySelectorAll('.leaflet-points-pane path').length > 100")
+    wait_until(page, "document.querySelectorAll('.leaflet-points-pane path').length > 100")
     page.get_by_label("企业", exact=True).uncheck()
     assert points.count() == 0
     districts = page.locator(".leaflet-boundaries-pane path")
@@ -259,8 +259,8 @@ def test_planners_get_no_incident_point_or_reporter(planner_page, demo_site, sit
         page.get_by_label(name, exact=True).check()
     page.evaluate("() => { map_hotspots.setView([23.02, 113.11], 15); }")  # returns nothing
     page.get_by_label("单元网格（放大后显示）", exact=True).check()
-    page.wait_for_function("document.querySelectorAll('.leaflet-gridlines-pane path').length > 20")
-    page.wait_for_function("document.querySelectorAll('.leaflet-points-pane path').length > 20")
+    wait_until(page, "document.querySelectorAll('.leaflet-gridlines-pane path').length > 20")
+    wait_until(page, "document.querySelectorAll('.leaflet-points-pane path').length > 20")
     assert any("/api/v1/tiles/grids/15/" in u for u in requested)
     assert not [u for u in requested if "incident" in u]
     assert page.problems == []

@@ -10,6 +10,8 @@ from zxcvbn import zxcvbn
 MIN_LENGTH = 10
 MAX_LENGTH = 1024  # only against denial of service by huge inputs, never cut
 MIN_STRENGTH = 3  # zxcvbn score 0..4
+# zxcvbn refuses (ValueError) passwords longer than this; it rates their first characters.
+ZXCVBN_MAX_LENGTH = 72
 
 # Passwords at the top of Chinese leak lists, which zxcvbn's English lists miss.
 COMMON_CHINESE = {
@@ -56,7 +58,8 @@ def password_problems(password: str, *, username: str = "", display_name: str = 
         return ["is one of the most common passwords"]
     if username and username.lower() in lowered:
         return ["must not contain the username"]
-    result = zxcvbn(password[:100], user_inputs=[username, display_name, "gridops", "foshan"])
+    hints = [username, display_name, "gridops", "foshan"]
+    result = zxcvbn(password[:ZXCVBN_MAX_LENGTH], user_inputs=hints)
     if result["score"] < MIN_STRENGTH:
         hint = result["feedback"].get("warning") or "add more unusual words or characters"
         problems.append(f"is too easy to guess ({hint})")

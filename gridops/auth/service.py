@@ -19,6 +19,8 @@ from gridops.auth.passwords import dummy_verify, hash_password, password_problem
 from gridops.errors import Conflict, FieldError, GridopsError, InvalidInput, NotFound
 
 TOKEN_PREFIX = "gdo_"
+MAX_DISPLAY_NAME = 100
+TOKEN_PREFIX_RE = re.compile(r"[0-9a-f]{8}")
 # A tablet syncing all day would flood the audit log; its use is logged once an hour.
 TOKEN_USE_AUDIT_EVERY = timedelta(hours=1)
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")  # as the database's CHECK
@@ -71,6 +73,8 @@ def create_user(
         or not username.isascii()
     ):
         errors.insert(0, FieldError("username", "2-64 lower-case letters, digits, . _ -"))
+    if not display or len(display) > MAX_DISPLAY_NAME:  # the column's size
+        errors.append(FieldError("display_name", f"1-{MAX_DISPLAY_NAME} characters"))
     if errors:
         raise InvalidInput("the user cannot be created", errors)
     try:
@@ -116,6 +120,18 @@ def assign_role(
     """Give a user a role with its scope; InvalidInput says which part of the scope is wrong."""
     if role not in ROLES:
         raise InvalidInput("unknown role", [FieldError("role", f"one of {', '.join(ROLES)}")])
+    shapes = [
+        FieldError(name, "a code (text), or null")
+        for name, value in (("area_code", area_code), ("department_code", department_code))
+        if value is not None and not isinstance(value, str)
+    ] + [
+        FieldError(name, "a list of codes (text), or null")
+        for name, value in (("grid_codes", grid_codes), ("category_codes", category_codes))
+        if value is not None
+        and (not isinstance(value, list) or not all(isinstance(v, str) for v in value))
+    ]
+    if shapes:  # from JSON, before they reach a query
+        raise InvalidInput(f"the {role} role cannot be assigned", shapes)
     expected_level = {
         "community_manager": "community",
         "town_manager": "town",
@@ -423,6 +439,8 @@ def actor_for_token(session: Session, token: str) -> Actor | None:
     if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
         return None
     prefix, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    if not TOKEN_PREFIX_RE.fullmatch(prefix):  # made by create_token: 8 hex digits
+        return None
     row = session.execute(
         text(
             "SELECT t.id, t.user_id, t.secret_hash FROM api_token t JOIN app_user u "

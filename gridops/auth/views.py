@@ -182,12 +182,15 @@ def user_create() -> ResponseReturnValue:
     actor = current_actor()
     assert actor is not None
     body = json_body()
+    display_name = body.get("display_name")
+    if display_name is not None and not isinstance(display_name, str):
+        raise InvalidInput("the user cannot be created", [FieldError("display_name", "text")])
     db = get_session()
     user_id = auth.create_user(
         db,
         str(body.get("username", "")),
         str(body.get("password", "")),
-        display_name=body.get("display_name"),
+        display_name=display_name,
     )
     db.commit()
     audit.record(

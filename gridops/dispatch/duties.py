@@ -503,8 +503,8 @@ def _home(errors: list[FieldError], value: object) -> tuple[float, float] | None
         if (
             isinstance(number, bool)
             or not isinstance(number, int | float)
+            or not -limit <= number <= limit  # first: isfinite() overflows on a huge int
             or not math.isfinite(number)
-            or not -limit <= number <= limit
         ):
             errors.append(FieldError(f"home.{name}", f"a number within -{limit}..{limit}"))
         else:

@@ -137,7 +137,7 @@ def decode_cursor(raw: str) -> QueueCursor:
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidInput(
             f"limit is a whole number from 1 to {MAX_LIMIT}", [FieldError("limit", f"{raw!r}")]
         )

@@ -166,7 +166,7 @@ def absences() -> ResponseReturnValue:
         for n in sorted(set(request.args) - {"user", "since"})
     ]
     user = request.args.get("user")
-    if user is not None and not user.isdigit():
+    if user is not None and not (user.isascii() and user.isdigit()):
         errors.append(FieldError("user", "a user id"))
     since = None
     if request.args.get("since"):

@@ -201,7 +201,10 @@ def _validated(
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a double's range
+        return None
     return number if math.isfinite(number) else None
 
 

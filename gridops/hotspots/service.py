@@ -602,7 +602,8 @@ def run_from_body(session: Session, body: Mapping[str, Any], actor: Actor) -> in
                 for name in unknown
             ],
         )
-    return run_hotspots(session, actor=actor, **{k: v for k, v in body.items()})
+    # start and end are required: missing, they are named by validate_run (422).
+    return run_hotspots(session, actor=actor, **{"start": None, "end": None, **body})
 
 
 # -- reading runs --------------------------------------------------------------------------
@@ -724,8 +725,10 @@ def run_cells(
             & (centres[:, 0] >= y0 - lat_pad)
             & (centres[:, 0] <= y1 + lat_pad)
         )
-        hexagons = shapely.polygons([hexagon_ring(int(c)) for c in cells[near]])
-        keep = near[shapely.intersects(hexagons, shapely.box(*bbox))]
+        keep = near
+        if len(near):  # shapely.polygons([]) raises: no cell near the box, none kept
+            hexagons = shapely.polygons([hexagon_ring(int(c)) for c in cells[near]])
+            keep = near[shapely.intersects(hexagons, shapely.box(*bbox))]
         frame = frame.iloc[keep].reset_index(drop=True)
     return frame
 

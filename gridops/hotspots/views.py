@@ -82,7 +82,7 @@ def run_grids(run_id: int) -> ResponseReturnValue:
 def run_compare(run_id: int) -> ResponseReturnValue:
     """``?with=<id>``: how each cell's bin changed from this run to the other one."""
     other = request.args.get("with", "")
-    if not other.isdigit():
+    if not (other.isascii() and other.isdigit()):
         raise InvalidInput("name the run to compare with", [FieldError("with", "a run id")])
     return jsonify(service.compare_runs(get_session(), run_id, int(other), actor_scope()))
 

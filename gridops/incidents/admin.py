@@ -31,6 +31,10 @@ from gridops.incidents.workcal import TZ, WorkCalendar, package_has_notice
 
 MAX_LIMIT_HOURS = 2000  # about a working year: anything longer is a typing error
 MAX_RADIUS_M = 5000  # the CHECK constraint of category.duplicate_radius_m
+# The least limit and radius taken: smaller ones are typing errors (and a tiny positive number
+# underflows the ``real`` columns: a database error instead of a 422).
+MIN_LIMIT_HOURS = 0.01  # 36 seconds
+MIN_RADIUS_M = 0.1
 LIMIT_FIELDS = (
     "verify_limit_hours",  # 核实
     "dispatch_limit_hours",  # 立案派遣
@@ -79,8 +83,8 @@ def _text(
 
 def _limit(errors: list[FieldError], name: str, value: object) -> float | int | None:
     whole = name == "time_limit_hours"
-    if not _is_number(value) or not 0 < value <= MAX_LIMIT_HOURS:  # type: ignore[operator]
-        errors.append(FieldError(name, f"working hours, more than 0 and at most {MAX_LIMIT_HOURS}"))
+    if not _is_number(value) or not MIN_LIMIT_HOURS <= value <= MAX_LIMIT_HOURS:  # type: ignore[operator]
+        errors.append(FieldError(name, f"working hours, {MIN_LIMIT_HOURS} to {MAX_LIMIT_HOURS}"))
         return None
     if whole:
         if not float(value).is_integer():  # type: ignore[arg-type]
@@ -133,8 +137,8 @@ def _check_fields(
         elif name == "department":
             out["department_id"] = _department_id(session, errors, name, value)
         elif name == "duplicate_radius_m":
-            if not _is_number(value) or not 0 < value <= MAX_RADIUS_M:
-                errors.append(FieldError(name, f"metres, more than 0 and at most {MAX_RADIUS_M}"))
+            if not _is_number(value) or not MIN_RADIUS_M <= value <= MAX_RADIUS_M:
+                errors.append(FieldError(name, f"metres, {MIN_RADIUS_M} to {MAX_RADIUS_M}"))
             else:
                 out[name] = float(value)
         elif name == "active":

@@ -149,7 +149,7 @@ def calendar() -> ResponseReturnValue:
     raw = request.args.get("year")
     if raw is None:
         year = datetime.now(TZ).year
-    elif raw.isdigit():
+    elif raw.isascii() and raw.isdigit():
         year = int(raw)
     else:
         raise InvalidInput("year is a number", [FieldError("year", "e.g. 2027")])

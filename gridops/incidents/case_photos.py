@@ -12,7 +12,8 @@ Order of work for a request with photos, so that bad input leaves nothing behind
    transaction. The files are written inside a ``PhotoWrites`` block, which deletes them again
    if the block ends with an error, the commit's included: a failed transaction leaves no
    files behind. (A process killed between the write and the commit can still leave orphans;
-   they have no row, so nobody can be served them.)
+   they have no row, so nobody can be served them.) A store that cannot be written is a 503
+   problem, a full one a 507 (``PhotoStorageError``): the transaction fails with it.
 
 The image bytes are never trusted (see ``gridops.incidents.photos``); this module only decides
 where they belong and who may see them.
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridops.auth.actor import Actor
-from gridops.errors import FieldError, InvalidInput, NotFound
+from gridops.errors import NO_ROOM, FieldError, GridopsError, InvalidInput, NotFound
 from gridops.incidents import photos
 from gridops.incidents.intake import intake
 from gridops.incidents.photos import (
@@ -44,6 +47,8 @@ from gridops.incidents.photos import (
     open_stored,
     process_photo,
 )
+
+log = logging.getLogger(__name__)
 
 FIELD = "photos"  # the multipart field of the files; errors name photos[0], photos[1] …
 SIZES = ("full", "thumb")
@@ -101,6 +106,35 @@ def prepare_photos(uploads: Sequence[bytes], limits: PhotoLimits) -> list[Prepar
     return prepared
 
 
+@dataclass
+class PhotoStorageError(GridopsError):
+    """The photo files cannot be written (503; 507 when the storage is full). Transient for
+    the client: nothing of the request is stored, and a retry with the same report is safe."""
+
+    status: int = 503
+    title: str = "Photo storage unavailable"
+    type_slug: str = "photo-storage-unavailable"
+
+
+def storage_error(exc: OSError) -> PhotoStorageError:
+    """The problem to answer for an OSError of the photo store. The path is logged for the
+    operator, not told to the client; the system's reason is told to both."""
+    log.error("photo storage failed: %s", exc)
+    reason = os.strerror(exc.errno) if exc.errno else "input/output error"
+    if exc.errno in NO_ROOM:
+        return PhotoStorageError(
+            f"The photo storage is full ({reason}); nothing was stored. Retry later.",
+            status=507,
+            title="Insufficient storage",
+            type_slug="photo-storage-full",
+            headers={"Retry-After": "300"},
+        )
+    return PhotoStorageError(
+        f"The photo storage cannot be written ({reason}); nothing was stored. Retry later.",
+        headers={"Retry-After": "60"},
+    )
+
+
 class PhotoWrites:
     """The photo files written for one transaction; deleted again unless the block succeeds.
 
@@ -132,8 +166,12 @@ class PhotoWrites:
         self.written.clear()
 
     def write(self, prepared: PreparedPhoto) -> StoredPhoto:
-        """Write one prepared photo and its thumbnail, and keep it for ``discard``."""
-        stored = _write_prepared(self.store.root, prepared)
+        """Write one prepared photo and its thumbnail, and keep it for ``discard``; raises
+        PhotoStorageError (503/507) when the store cannot take them."""
+        try:
+            stored = _write_prepared(self.store.root, prepared)
+        except OSError as exc:  # an unwritable folder, a full disk: not the client's fault
+            raise storage_error(exc) from exc
         self.written.append(stored)
         return stored
 
@@ -289,6 +327,7 @@ def photo_file(
 
 __all__ = [
     "PhotoFile",
+    "PhotoStorageError",
     "PhotoStore",
     "PhotoWrites",
     "PreparedPhoto",
@@ -298,4 +337,5 @@ __all__ = [
     "photo_file",
     "prepare_photos",
     "sees_in_full",
+    "storage_error",
 ]

@@ -28,6 +28,9 @@ SOURCES = ("inspector", "hotline", "public", "referral")
 MAX_DESCRIPTION = 2000
 # A capture time further ahead than this is a wrong tablet clock, not a report from the future.
 CLOCK_SKEW = timedelta(minutes=10)
+# No position fix is vaguer than the Earth's circumference; the column is a 4-byte real, which a
+# larger number would overflow (a database error, not an answer).
+MAX_ACCURACY_M = 40_000_000
 
 
 def _parse_report(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,11 +61,14 @@ def _parse_report(report: Mapping[str, Any]) -> dict[str, Any]:
 
     accuracy = report.get("accuracy_m")
     if accuracy is not None and (
-        isinstance(accuracy, bool) or not isinstance(accuracy, int | float) or accuracy < 0
+        isinstance(accuracy, bool)
+        or not isinstance(accuracy, int | float)
+        or not 0 <= accuracy <= MAX_ACCURACY_M  # also refuses NaN
     ):
-        errors.append(FieldError("accuracy_m", "metres, not negative"))
+        errors.append(FieldError("accuracy_m", f"metres, from 0 to {MAX_ACCURACY_M:,}"))
     else:
-        out["accuracy_m"] = None if accuracy is None else float(accuracy)
+        # To the millimetre: the real column holds no finer, and refuses 5e-324 (underflow).
+        out["accuracy_m"] = None if accuracy is None else round(float(accuracy), 3)
 
     captured = report.get("captured_at")
     try:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 
-from gridops.api import feature_in_scope, if_match_version, json_body
+from gridops.api import feature_in_scope, if_match_version, json_body, unstorable_fields
 from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
 from gridops.dispatch.routing import decisions
@@ -202,12 +201,16 @@ def _json_and_photos(json_field: str) -> tuple[dict[str, Any], list[bytes]]:
     body: Any = None
     if raw is not None:
         try:
-            body = json.loads(raw)
+            body = current_app.json.loads(raw)  # the app's strict parser (security.py)
         except ValueError:
             errors.append(FieldError(json_field, "not valid JSON"))
         else:
             if not isinstance(body, dict):
                 errors.append(FieldError(json_field, "not a JSON object"))
+            errors += [
+                FieldError(name, "holds U+0000 or a lone surrogate")
+                for name in unstorable_fields(body, json_field)
+            ]
     if errors:
         raise InvalidInput("the multipart request is not valid", errors)
     uploads = []

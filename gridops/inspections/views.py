@@ -47,7 +47,7 @@ def tasks() -> ResponseReturnValue:
     day = _date_arg("day") or local_today()
     raw = request.args.get("assignee", "me")
     assignee: int | str = raw
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         assignee = int(raw)
     elif raw not in ("me", "any", "none"):
         raise InvalidInput(
@@ -88,7 +88,7 @@ def plans() -> ResponseReturnValue:
     if kind is not None and kind not in KINDS:
         raise InvalidInput("kind is not valid", [FieldError("kind", "enterprise or outlet")])
     cursor = request.args.get("cursor")
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
         raise InvalidInput("cursor is not valid", [FieldError("cursor", "from a next link")])
     limit = parse_limit(request.args.get("limit"), DEFAULT_LIMIT)
     found, next_id = list_plans(

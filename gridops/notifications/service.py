@@ -254,7 +254,10 @@ def parse_inbox_query(args: Mapping[str, str]) -> dict[str, Any]:
     raw_limit = args.get("limit")
     limit = DEFAULT_LIMIT
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if (
+            not (raw_limit.isascii() and raw_limit.isdigit())
+            or not 1 <= int(raw_limit) <= MAX_LIMIT
+        ):
             errors.append(FieldError("limit", f"a whole number from 1 to {MAX_LIMIT}"))
         else:
             limit = int(raw_limit)

@@ -442,7 +442,7 @@ def parse_request_query(session: Session, args: Mapping[str, str]) -> RequestQue
     errors: list[FieldError] = []
     ids: list[int] = []
     for part in _split(args.get("service_request_id")):
-        if part.isdigit() and len(part) <= 18:
+        if part.isascii() and part.isdigit() and len(part) <= 18:
             ids.append(int(part))
         else:
             errors.append(FieldError("service_request_id", f"{part!r} is not a request id"))
@@ -628,7 +628,7 @@ def get_request(
     locale: str = "zh",
 ) -> dict[str, Any]:
     """One request by id (NotFound when there is none, or not in ``jurisdiction``)."""
-    if not request_id.isdigit() or len(request_id) > 18:
+    if not (request_id.isascii() and request_id.isdigit()) or len(request_id) > 18:
         raise NotFound(f"service_request_id {request_id!r} was not found")
     found = _select_requests(
         session,

@@ -46,6 +46,8 @@ MAX_BATCH = 2000
 CLOCK_SKEW = timedelta(minutes=10)
 # Older than this is a reset tablet clock (1970, 2000) rather than a late outbox.
 MAX_AGE = timedelta(days=31)
+# No position fix is vaguer than the Earth's circumference (and the column is a 4-byte real).
+MAX_ACCURACY_M = 40_000_000
 POOR_ACCURACY_M = 100.0
 MAX_SEGMENT_GAP = timedelta(minutes=2)
 SIMPLIFY_M = 5.0  # track simplification tolerance, metres in EPSG:4547
@@ -65,7 +67,11 @@ class PatrolPoint:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a double's range
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_batch(body: Mapping[str, Any], *, now: datetime | None = None) -> list[PatrolPoint]:
@@ -116,9 +122,13 @@ def parse_batch(body: Mapping[str, Any], *, now: datetime | None = None) -> list
                 errors.append(FieldError(f"{where}.{name}", f"a number between {low} and {high}"))
             coordinates[name] = value
         accuracy = _number(item.get("accuracy_m"))
-        if accuracy is None or accuracy < 0:
-            errors.append(FieldError(f"{where}.accuracy_m", "metres, a number not below 0"))
+        if accuracy is None or not 0 <= accuracy <= MAX_ACCURACY_M:
+            errors.append(
+                FieldError(f"{where}.accuracy_m", f"metres, a number from 0 to {MAX_ACCURACY_M:,}")
+            )
         if len(errors) == bad and when is not None and accuracy is not None:
+            # To the millimetre: the real column holds no finer, and refuses 5e-324 (underflow).
+            accuracy = round(accuracy, 3)
             points.append(PatrolPoint(when, coordinates["lon"], coordinates["lat"], accuracy))
     if errors:
         listed = errors[:MAX_LISTED_ERRORS]

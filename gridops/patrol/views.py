@@ -59,7 +59,7 @@ def day() -> ResponseReturnValue:
     raw_user = request.args.get("user")
     user_id = None
     if raw_user is not None:
-        if raw_user.isdigit() and len(raw_user) <= 18:
+        if raw_user.isascii() and raw_user.isdigit() and len(raw_user) <= 18:
             user_id = int(raw_user)
         else:
             errors.append(FieldError("user", "a user id"))

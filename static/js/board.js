@@ -313,7 +313,8 @@
         renderer: caseRenderer,
         className: "case-marker case-" + id + " clock-" + clock
       }, markerStyle(id)));
-      marker.bindTooltip("#" + id + " " + info.category.name + " · " + t("status." + info.status) + " · " + timeText(info));
+      // Text, never HTML: names come from the catalogue and people (Leaflet sets a string as HTML).
+      marker.bindTooltip(el("span", null, "#" + id + " " + info.category.name + " · " + t("status." + info.status) + " · " + timeText(info)));
       marker.on("click", function () { select(id, "map"); });
       markers.set(id, marker);
       caseLayer.addLayer(marker);
@@ -352,14 +353,14 @@
         pointToLayer: function (f, latlng) {
           return L.circleMarker(latlng, { radius: 5, color: colour, className: "patrol-track track-" + feature.id });
         }
-      }).bindTooltip(label);
+      }).bindTooltip(el("span", null, label));
       trackLayer.addLayer(shape);
       var line = feature.geometry.type === "LineString" ? feature.geometry.coordinates : null;
       if (line && line.length) {
         var last = line[line.length - 1];
         trackLayer.addLayer(L.circleMarker([last[1], last[0]], {
           radius: 5, color: "#fff", weight: 2, fillColor: colour, fillOpacity: 1, className: "patrol-now"
-        }).bindTooltip(label));
+        }).bindTooltip(el("span", null, label)));
       }
     });
     document.getElementById("board").dataset.tracks = String(

@@ -12,7 +12,10 @@
         var layer = L.geoJSON(data, {
           style: style,
           onEachFeature: function (f, l) {
-            l.bindTooltip(f.properties.name + " " + f.properties.code);
+            // Text, never HTML: a string given to Leaflet is set as HTML.
+            var tip = document.createElement("span");
+            tip.textContent = f.properties.name + " " + f.properties.code;
+            l.bindTooltip(tip);
           }
         }).addTo(map);
         return layer;
