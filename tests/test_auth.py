@@ -572,6 +572,33 @@ def test_token_lifecycle(app, session, planner):
     assert browser.get("/api/v1/tokens").get_json()["tokens"][0]["revoked"] is True
 
 
+def test_token_use_is_recorded_at_most_once_a_minute(app, session, planner, token_for):
+    """A tablet's steady reads must not each become a write of last_used_at."""
+    user_id, _ = planner
+    token = token_for(user_id)
+    client = app.test_client()
+
+    def last_used():
+        session.commit()  # see the app's commits
+        return session.execute(
+            text("SELECT last_used_at FROM api_token WHERE user_id = :u"), {"u": user_id}
+        ).scalar_one()
+
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    first = last_used()
+    assert first is not None
+    for _ in range(3):
+        assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    assert last_used() == first
+
+    session.execute(
+        text("UPDATE api_token SET last_used_at = last_used_at - interval '61 seconds'")
+    )
+    session.commit()
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    assert last_used() > first - timedelta(seconds=61)
+
+
 def test_wrong_secret_with_a_real_prefix_is_refused(app, session, planner):
     user_id, _ = planner
     _, token = auth.create_token(session, user_id, "tablet")

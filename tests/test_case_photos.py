@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -329,6 +331,28 @@ def test_a_database_failure_after_storing_leaves_no_files(world, session, photo_
     assert response.status_code == 500
     assert count(session, "SELECT version FROM incident WHERE id = :id", id=case) == 1
     assert files(photo_dir) == []
+
+
+def test_the_nightly_sweep_removes_old_files_no_row_names(world, session, photo_dir, monkeypatch):
+    from gridops.scheduler import jobs
+
+    body = report()
+    assert post_report(world["clients"]["insp.w"], body, [png()]).status_code == 201
+    named = files(photo_dir)
+    assert len(named) == 2
+    month = named[0].parent
+    day_and_a_bit = time.time() - 25 * 3600
+    orphans = [month / "0b9c2a4e-orphan.jpg", month / ".upload-abc.tmp"]
+    for path in [*orphans, month / "fresh-orphan.jpg"]:
+        path.write_bytes(b"left by a killed request")
+    for path in [*orphans, *named]:
+        os.utime(path, (day_and_a_bit, day_and_a_bit))
+
+    monkeypatch.setattr(jobs, "_config", {"PHOTO_DIR": str(photo_dir)})
+    outcome = jobs.JOBS["photo_sweep"].work(session, datetime.now(UTC))
+    assert outcome == {"files": 5, "removed": 2, "bytes_freed": 2 * 24}
+    assert files(photo_dir) == sorted([*named, month / "fresh-orphan.jpg"])
+    assert jobs.JOBS["photo_sweep"].cron == {"hour": 3, "minute": 30}
 
 
 # -- transitions ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@
    nothing is done twice.
 3. A photo store that cannot be written (its folder cannot be made) or is full (the server's
    file size limit, and the upload spool on the way): a clear 503/507 problem naming the
-   storage, no case row without its photos, no orphan file, and the retry lands once.
+   storage, no case row without its photos, no orphan file, and the retry lands once. A
+   connection lost in COMMIT keeps the files (the row may be in) for the orphan sweep.
 4. ``gridops import`` killed -9 half-way and run again: the same database as one clean run, and
    a run after a complete one changes nothing.
 
@@ -48,7 +49,7 @@ from gridops.db import get_database, get_session
 from gridops.dispatch.sla import CHUNK
 from gridops.grids.locate import assign_grids
 from gridops.importing import run_import
-from gridops.incidents.case_photos import storage_error
+from gridops.incidents.case_photos import storage_error, sweep_orphans
 from gridops.incidents.workcal import TZ
 from gridops.localdb import LocalCluster, free_port
 from tests import factories as f
@@ -791,6 +792,82 @@ def test_a_full_photo_store_is_a_507_and_stores_nothing(database_url, tmp_path, 
         }  # fmt: skip
         assert photo_files(photo_dir) == named
     finally:
+        drop()
+
+
+HOLD_COMMIT_LOCK = 770_077  # an advisory lock key no code of the app takes
+
+
+def test_a_connection_lost_in_commit_keeps_the_photos_and_the_sweep_clears_orphans(
+    database_url, tmp_path, cheap_passwords
+):
+    # COMMIT fails on a dead connection: the server may have committed, so deleting the files
+    # could leave a case without its photos. They are kept; the retry lands once; the sweep
+    # then removes exactly the files no row names, once they are old enough.
+    url, drop = own_database(database_url, "gridops_commit")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    photo_dir = tmp_path / "photos"
+    app = create_app(app_config(url, PHOTO_DIR=str(photo_dir)))
+    try:
+        world = seed_world(url, tmp_path, 1)
+        with engine.begin() as conn:  # a photo row makes COMMIT wait for the test's lock
+            conn.execute(text(f"""
+                CREATE FUNCTION test_hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM pg_advisory_xact_lock_shared({HOLD_COMMIT_LOCK}); RETURN NULL;
+                END $$;
+                CREATE CONSTRAINT TRIGGER test_hold_commit AFTER INSERT ON incident_photo
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_hold_commit();
+            """))  # fmt: skip
+        gate = engine.connect()
+        gate.execute(text("SELECT pg_advisory_lock(:k)"), {"k": HOLD_COMMIT_LOCK})
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {world['tokens'][0]}"
+        body = report()
+
+        def send():
+            return client.post(
+                "/api/v1/incidents",
+                data=multipart(body, [png()]),
+                content_type="multipart/form-data",
+            )
+
+        answers: list[Any] = []
+        sender = threading.Thread(target=lambda: answers.append(send()))
+        sender.start()
+        in_commit = f"{APP_SESSIONS} AND query = 'COMMIT' AND wait_event_type = 'Lock'"
+        wait_for(lambda: scalar(engine, in_commit), timeout=30, what="the request in COMMIT")
+        assert len(photo_files(photo_dir)) == 2  # the photo and its thumbnail, written
+        scalar(engine, in_commit.replace("count(*)", "pg_terminate_backend(pid)"))
+        sender.join(timeout=30)
+        gate.close()
+        [lost] = answers
+        assert lost.status_code == 503, lost.get_json()
+        assert lost.get_json()["type"].endswith("/database-unavailable")
+        assert lost.headers["Retry-After"]
+        kept = photo_files(photo_dir)
+        assert len(kept) == 2  # outcome unknown: nothing deleted
+        assert stored_reports(url) == ([], set())  # (this time it had not committed)
+
+        landed = send()  # the tablet's retry, same UUID and photo
+        assert landed.status_code == 201, landed.get_json()
+        assert send().status_code == 200  # and once only
+        rows, named = stored_reports(url)
+        assert [(r.uuid, r.photos) for r in rows] == [(body["client_uuid"], 1)]
+        assert photo_files(photo_dir) == kept | named and not kept & named
+
+        with Session(engine) as db:
+            # A day old at least: fresh files may belong to a request still in its commit.
+            assert sweep_orphans(db, photo_dir)["removed"] == 0
+            assert photo_files(photo_dir) == kept | named
+            swept = sweep_orphans(db, photo_dir, older_than=timedelta(0))
+        assert swept["removed"] == 2 and swept["bytes_freed"] > 0
+        assert photo_files(photo_dir) == named
+        served_photo = client.get(landed.get_json()["photos"][0]["url"])
+        assert served_photo.status_code == 200
+        served_photo.close()
+    finally:
+        get_database(app).dispose()
+        engine.dispose()
         drop()
 
 

@@ -94,6 +94,28 @@ def test_every_bad_field_is_named_and_nothing_is_written(session, inspector):
     assert session.execute(text("SELECT count(*) FROM incident")).scalar() == 0
 
 
+@pytest.mark.parametrize(
+    "captured_at",
+    ["0001-01-01T00:00:00+00:00", "1970-01-01T08:00:00+08:00", "2000-01-01T00:00:00Z"],
+)
+def test_a_capture_time_from_a_reset_clock_is_refused(session, inspector, captured_at):
+    with pytest.raises(InvalidInput) as caught:
+        intake(session, inspector, report(captured_at=captured_at))
+    assert [e.field for e in caught.value.errors] == ["captured_at"]
+    assert "clock" in caught.value.errors[0].message
+    assert session.execute(text("SELECT count(*) FROM incident")).scalar() == 0
+
+
+def test_a_report_held_offline_for_weeks_is_taken(session, inspector):
+    weeks_ago = datetime.now(UTC) - timedelta(days=40)
+    incident, created = intake(session, inspector, report(captured_at=weeks_ago.isoformat()))
+    assert created
+    stored = session.execute(
+        text("SELECT captured_at FROM incident WHERE id = :id"), {"id": incident["id"]}
+    ).scalar_one()
+    assert stored == weeks_ago
+
+
 def test_points_outside_the_reporters_grids_are_refused(session, inspector):
     with pytest.raises(OutsideJurisdiction):
         intake(session, inspector, report(lon=113.03))  # the east community

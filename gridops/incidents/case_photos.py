@@ -10,10 +10,13 @@ Order of work for a request with photos, so that bad input leaves nothing behind
    of a known report stops here, so it stores no new files.
 3. ``attach_photos`` writes the files and inserts their ``incident_photo`` rows in that same
    transaction. The files are written inside a ``PhotoWrites`` block, which deletes them again
-   if the block ends with an error, the commit's included: a failed transaction leaves no
-   files behind. (A process killed between the write and the commit can still leave orphans;
-   they have no row, so nobody can be served them.) A store that cannot be written is a 503
-   problem, a full one a 507 (``PhotoStorageError``): the transaction fails with it.
+   if the block ends with an error before the commit: a failed transaction leaves no files
+   behind. A commit that itself fails (the connection died in it) may have taken effect on
+   the server, so its files are kept rather than risk a case row without its photos. Those,
+   and the files of a process killed between the write and the commit, have no row, so
+   nobody can be served them; ``sweep_orphans`` (the nightly ``photo_sweep`` job) removes
+   them once they are a day old. A store that cannot be written is a 503 problem, a full one
+   a 507 (``PhotoStorageError``): the transaction fails with it.
 
 The image bytes are never trusted (see ``gridops.incidents.photos``); this module only decides
 where they belong and who may see them.
@@ -25,8 +28,10 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -136,15 +141,15 @@ def storage_error(exc: OSError) -> PhotoStorageError:
 
 
 class PhotoWrites:
-    """The photo files written for one transaction; deleted again unless the block succeeds.
+    """The photo files written for one transaction; deleted again if the transaction fails.
 
-    Use as ``with PhotoWrites(store) as writes: …; session.commit()``: the commit goes inside
-    the block, so a commit that fails removes the files too.
+    Use as ``with PhotoWrites(store) as writes: …; writes.commit(session)``.
     """
 
     def __init__(self, store: PhotoStore) -> None:
         self.store = store
         self.written: list[StoredPhoto] = []
+        self.committing = False
 
     def __enter__(self) -> PhotoWrites:
         return self
@@ -155,8 +160,25 @@ class PhotoWrites:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is not None:
-            self.discard()
+        if exc_type is None:
+            return
+        if self.committing and self.written:
+            # A connection lost during COMMIT leaves its outcome unknown: the rows may be in.
+            # Deleting the files could leave a case without its photos; keeping them costs
+            # disk until the sweep finds they have no row.
+            log.warning(
+                "commit failed (%s); %d photo files kept for the orphan sweep",
+                exc_type.__name__,
+                len(self.written),
+            )
+            self.written.clear()
+            return
+        self.discard()
+
+    def commit(self, session: Session) -> None:
+        """Commit the transaction these files belong to."""
+        self.committing = True
+        session.commit()
 
     def discard(self) -> None:
         """Delete every file written so far (idempotent)."""
@@ -339,3 +361,46 @@ __all__ = [
     "sees_in_full",
     "storage_error",
 ]
+
+
+ORPHAN_MIN_AGE = timedelta(days=1)
+
+
+def sweep_orphans(
+    session: Session, root: Path, *, older_than: timedelta = ORPHAN_MIN_AGE
+) -> dict[str, int]:
+    """Delete photo files (and upload temp files) that no ``incident_photo`` row names and
+    that are older than ``older_than``; a younger file may belong to a request still in its
+    transaction. Returns the counts of files kept and removed and the bytes freed."""
+    root = Path(root)
+    if not root.is_dir():
+        return {"files": 0, "removed": 0, "bytes_freed": 0}
+    cutoff = time.time() - older_than.total_seconds()
+    seen = removed = freed = 0
+    # Stored paths are "<yyyy>/<mm>/<name>"; one month's folder and its rows at a time.
+    for year in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        for month in sorted(p for p in year.iterdir() if p.is_dir() and not p.is_symlink()):
+            prefix = f"{year.name}/{month.name}/"
+            named = set()
+            for pair in session.execute(
+                text(
+                    "SELECT path, thumb_path FROM incident_photo "
+                    "WHERE path LIKE :p OR thumb_path LIKE :p"
+                ),
+                {"p": prefix.replace("%", r"\%").replace("_", r"\_") + "%"},
+            ):
+                named.update(pair)
+            for entry in os.scandir(month):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                seen += 1
+                info = entry.stat(follow_symlinks=False)
+                if prefix + entry.name in named or info.st_mtime > cutoff:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+                    freed += info.st_size
+    if removed:
+        log.info("photo sweep: removed %d orphan files (%d bytes)", removed, freed)
+    return {"files": seen, "removed": removed, "bytes_freed": freed}

@@ -28,6 +28,9 @@ SOURCES = ("inspector", "hotline", "public", "referral")
 MAX_DESCRIPTION = 2000
 # A capture time further ahead than this is a wrong tablet clock, not a report from the future.
 CLOCK_SKEW = timedelta(minutes=10)
+# A tablet may hold a report offline for days; one captured more than a year ago is a tablet
+# whose clock was reset (to 1970, or year 1), and its time would skew every KPI it touches.
+MAX_CAPTURE_AGE = timedelta(days=366)
 # No position fix is vaguer than the Earth's circumference; the column is a 4-byte real, which a
 # larger number would overflow (a database error, not an answer).
 MAX_ACCURACY_M = 40_000_000
@@ -77,6 +80,10 @@ def _parse_report(report: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError
         if when > datetime.now(UTC) + CLOCK_SKEW:
             errors.append(FieldError("captured_at", "lies in the future (check the clock)"))
+        elif when < datetime.now(UTC) - MAX_CAPTURE_AGE:
+            errors.append(
+                FieldError("captured_at", "more than a year ago (check the tablet's clock)")
+            )
         out["captured_at"] = when
     except ValueError:
         errors.append(FieldError("captured_at", "ISO 8601 time with its UTC offset"))

@@ -42,7 +42,7 @@ def incident_create() -> ResponseReturnValue:
     db = get_session()
     with PhotoWrites(store) as writes:  # the files go again if anything below fails
         incident, created = intake_with_photos(db, actor, report, prepared, writes)
-        db.commit()
+        writes.commit(db)
     if prepared:  # the report's own photos (a replay gets them too), not later events'
         own = [p for p in list_photos(db, incident["id"]) if p["event_version"] is None]
         incident["photos"] = _photo_links(incident["id"], own)
@@ -134,7 +134,7 @@ def case_transition(case_id: int) -> ResponseReturnValue:
             event_version=result["version"],
             uploaded_by=actor.user_id,
         )
-        db.commit()
+        writes.commit(db)
     if photo_ids:
         result["photos"] = _photo_links(
             case_id, [p for p in list_photos(db, case_id) if p["id"] in photo_ids]

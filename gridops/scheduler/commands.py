@@ -61,6 +61,7 @@ def scheduler_command(once: str | None, slot: str | None, lock_retry: float) -> 
 
     Jobs: sla_sweep (every 5 min), deliver_notifications (every minute), inspection_tasks
     (05:30), patrol_coverage (23:50), kpi_snapshot (01:00), hotspot_run (02:00),
+    photo_sweep (03:30),
     Asia/Shanghai.
     """
     from gridops.notifications.senders import load_senders
@@ -76,7 +77,7 @@ def scheduler_command(once: str | None, slot: str | None, lock_retry: float) -> 
         senders = load_senders(str(config.get("NOTIFY_SENDERS") or "inbox"))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    jobs.configure(engine, senders)
+    jobs.configure(engine, senders, config)
     if once is not None:
         outcome = jobs.run_job(once, _parse_slot(slot), engine=engine)
         if outcome is None:

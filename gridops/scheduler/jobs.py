@@ -82,12 +82,26 @@ def local_day(slot: datetime) -> date:
 
 _engine: Engine | None = None
 _senders: list[Any] | None = None
+_config: dict[str, Any] | None = None
 
 
-def configure(engine: Engine, senders: list[Any] | None = None) -> None:
-    """Use ``engine`` (and these notification senders) for the jobs of this process."""
-    global _engine, _senders
-    _engine, _senders = engine, senders
+def configure(
+    engine: Engine, senders: list[Any] | None = None, config: dict[str, Any] | None = None
+) -> None:
+    """Use ``engine`` (and these notification senders and settings) for the jobs of this
+    process."""
+    global _engine, _senders, _config
+    _engine, _senders, _config = engine, senders, config
+
+
+def get_config() -> dict[str, Any]:
+    """The settings jobs read (the photo folder): the configured ones, else ``GRIDOPS_*``."""
+    global _config
+    if _config is None:
+        from gridops.config import load_config
+
+        _config = load_config()
+    return _config
 
 
 def get_engine() -> Engine:
@@ -183,6 +197,16 @@ def _kpi_snapshot(session: Session, slot: datetime) -> dict[str, Any]:
 
 
 HOTSPOT_RESOLUTION = 9
+
+
+def _photo_sweep(session: Session, slot: datetime) -> dict[str, Any]:
+    """Photo files without a row (a request killed between writing them and its commit, or a
+    commit whose outcome was unknown), once they are a day old."""
+    from pathlib import Path
+
+    from gridops.incidents.case_photos import sweep_orphans
+
+    return sweep_orphans(session, Path(get_config()["PHOTO_DIR"]))
 
 
 def _month_start(day: date) -> datetime:
@@ -283,6 +307,11 @@ JOBS: dict[str, JobSpec] = {
             timedelta(hours=6),
             "the night, as for the KPI snapshot: the run is of last month whenever it runs, and "
             "a month already stored is skipped",
+        ),
+        JobSpec(
+            "photo_sweep", _photo_sweep, {"hour": 3, "minute": 30}, daily_at(3, 30),
+            timedelta(hours=6),
+            "the night, as for the hotspot run: any later run removes the same orphans",
         ),
     )
 }  # fmt: skip
@@ -419,6 +448,10 @@ def hotspot_run() -> dict[str, Any] | None:
     return run_job("hotspot_run")
 
 
+def photo_sweep() -> dict[str, Any] | None:
+    return run_job("photo_sweep")
+
+
 __all__ = [
     "JOBS",
     "JobSpec",
@@ -429,6 +462,7 @@ __all__ = [
     "interrupted_slot",
     "kpi_snapshot",
     "patrol_coverage",
+    "photo_sweep",
     "run_job",
     "sla_sweep",
 ]
