@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,7 +38,7 @@ from typing import Any
 import pytest
 import requests
 from shapely.geometry import box
-from sqlalchemy import Connection, Engine, create_engine, make_url, pool, text
+from sqlalchemy import Connection, Engine, create_engine, pool, text
 from sqlalchemy.orm import Session
 
 from gridops import create_app, migrate
@@ -53,7 +52,7 @@ from gridops.incidents.case_photos import storage_error, sweep_orphans
 from gridops.incidents.workcal import TZ
 from gridops.localdb import LocalCluster, free_port
 from tests import factories as f
-from tests.conftest import app_config
+from tests.conftest import app_config, own_database
 from tests.test_case_photos import multipart, png
 from tests.test_cases import build_world
 from tests.test_intake import report
@@ -73,25 +72,6 @@ def cheap_passwords(monkeypatch):
     from gridops.auth import passwords
 
     monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
-
-
-def own_database(database_url: str, prefix: str) -> tuple[str, Callable[[], None]]:
-    """A new, migrated PostGIS database on the run's server; returns (url, drop)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(database_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    with create_engine(url, poolclass=pool.NullPool).begin() as conn:
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
-    migrate.upgrade(url)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url, drop
 
 
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:

@@ -377,8 +377,12 @@ def test_the_board_loads_with_map_legend_queue_and_workload(browser, demo):
     tracks = demo.sql(
         "SELECT count(DISTINCT user_id) FROM patrol_point WHERE recorded_at >= "
         "date_trunc('day', now() AT TIME ZONE 'Asia/Shanghai') AT TIME ZONE 'Asia/Shanghai' "
+        # Inspectors of the community by duty or by their role's grids, as the board sees
+        # them (other tests on the shared demo add role-only walkers).
         "AND user_id IN (SELECT gi.user_id FROM grid_inspector gi "
-        "WHERE gi.grid_code LIKE :c || '%')",
+        "WHERE gi.grid_code LIKE :c || '%' UNION SELECT ra.user_id FROM role_assignment ra "
+        "CROSS JOIN unnest(ra.grid_codes) AS g WHERE ra.role = 'inspector' AND g LIKE :c || '%') "
+        "AND user_id IN (SELECT id FROM app_user WHERE is_active)",
         c=COMMUNITY,
     )[0][0]
     assert tracks >= 1

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from sqlalchemy import Engine, create_engine, make_url, pool, text
+from sqlalchemy import Engine, create_engine, pool, text
 
-from gridops import migrate
 from gridops.auth import service as auth
 from gridops.incidents.workcal import TZ
 from gridops.notifications.service import notify
 from gridops.scheduler import jobs
 from gridops.scheduler.runner import JOBSTORE_TABLE, build_scheduler, register_jobs
+from tests.conftest import own_database
 
 ROOT = Path(__file__).resolve().parent.parent
 GRIDOPS = str(Path(sys.executable).parent / "gridops")
@@ -56,20 +56,11 @@ class RecordingSender:
 
 @pytest.fixture(scope="module")
 def db_url(database_url: str) -> Iterator[str]:
-    name = f"gridops_sched_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(database_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    with create_engine(url, poolclass=pool.NullPool).begin() as conn:
-        conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
-    migrate.upgrade(url)
+    url, drop = own_database(database_url, "gridops_sched")
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop()
 
 
 @pytest.fixture
