@@ -143,6 +143,18 @@ def layer_page_response(
         filters=filters,
         scope=actor_scope(),
     )
+    return feature_page_response(features, endpoint, next_cursor, limit, **route_args)
+
+
+def feature_page_response(
+    features: list[dict[str, Any]],
+    endpoint: str,
+    next_cursor: str | int | None,
+    limit: int,
+    **route_args: Any,
+) -> Response:
+    """A page of a keyset-paged GeoJSON list: ``self`` and, while more follow, ``next`` links
+    (the request's own parameters with the cursor), the latter also as a ``Link`` header."""
     links = [
         {
             "rel": "self",
@@ -150,18 +162,19 @@ def layer_page_response(
             "href": url_for(endpoint, _external=True, **route_args, **request.args),
         }
     ]
-    headers = {}
+    href = None
     if next_cursor is not None:
-        args = {**request.args, "cursor": next_cursor, "limit": str(limit)}
+        args = {**request.args, "cursor": str(next_cursor), "limit": str(limit)}
         href = url_for(endpoint, _external=True, **route_args, **args)
         links.append({"rel": "next", "type": GEOJSON, "href": href})
-        headers["Link"] = f'<{href}>; rel="next"'
-    body = {
-        "type": "FeatureCollection",
-        "features": features,
-        "numberReturned": len(features),
-        "links": links,
-    }
-    response = geojson_response(body)
-    response.headers.update(headers)
+    response = geojson_response(
+        {
+            "type": "FeatureCollection",
+            "features": features,
+            "numberReturned": len(features),
+            "links": links,
+        }
+    )
+    if href is not None:
+        response.headers["Link"] = f'<{href}>; rel="next"'
     return response

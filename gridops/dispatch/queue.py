@@ -285,8 +285,27 @@ def queue_page(
     return items, next_cursor
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def department_of(row: Any) -> dict[str, str] | None:
+    """A case row's department (``department_code``/``_name`` columns) as the API shows it."""
+    if not row.department_code:
+        return None
+    return {"code": row.department_code, "name": row.department_name}
+
+
+def assignee_of(row: Any) -> dict[str, Any] | None:
+    """A case row's assignee (``assignee_id``/``_username``/``_name`` columns) as the API
+    shows it."""
+    if not row.assignee_id:
+        return None
+    return {
+        "id": row.assignee_id,
+        "username": row.assignee_username,
+        "display_name": row.assignee_name,
+    }
 
 
 def _item(row: Any, assignments: Sequence[Assignment]) -> dict[str, Any]:
@@ -299,23 +318,11 @@ def _item(row: Any, assignments: Sequence[Assignment]) -> dict[str, Any]:
         "category": {"code": row.category_code, "name": row.category_name},
         "grid_code": row.grid_code,
         "point": [row.lon, row.lat],
-        "department": (
-            {"code": row.department_code, "name": row.department_name}
-            if row.department_code
-            else None
-        ),
-        "assignee": (
-            {
-                "id": row.assignee_id,
-                "username": row.assignee_username,
-                "display_name": row.assignee_name,
-            }
-            if row.assignee_id
-            else None
-        ),
-        "assigned_at": _iso(row.assigned_at),
-        "received_at": _iso(row.received_at),
-        "deadline_at": _iso(row.deadline_at),
+        "department": department_of(row),
+        "assignee": assignee_of(row),
+        "assigned_at": iso(row.assigned_at),
+        "received_at": iso(row.received_at),
+        "deadline_at": iso(row.deadline_at),
         "overdue": row.overdue,
         "warning": row.warning,
         "suggestion": (
@@ -326,7 +333,7 @@ def _item(row: Any, assignments: Sequence[Assignment]) -> dict[str, Any]:
                     else None
                 ),
                 "reason": row.route_reason,
-                "at": _iso(row.route_at),
+                "at": iso(row.route_at),
             }
             if row.route_reason is not None
             else None

@@ -25,12 +25,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, request, url_for
+from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from gridops.api import GEOJSON, actor_scope, geojson_response
+from gridops.api import actor_scope, feature_page_response
 from gridops.auth.actor import MANAGER_ROLES, Actor, Scope
 from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
@@ -526,29 +526,7 @@ def cases() -> ResponseReturnValue:
     db = get_session()
     query = parse_case_query(db, request.args)
     features, next_cursor = case_page(db, actor, query)
-    links = [
-        {
-            "rel": "self",
-            "type": GEOJSON,
-            "href": url_for("case_list.cases", _external=True, **request.args),
-        }
-    ]
-    headers = {}
-    if next_cursor is not None:
-        args = {**request.args, "cursor": next_cursor, "limit": str(query.limit)}
-        href = url_for("case_list.cases", _external=True, **args)
-        links.append({"rel": "next", "type": GEOJSON, "href": href})
-        headers["Link"] = f'<{href}>; rel="next"'
-    response = geojson_response(
-        {
-            "type": "FeatureCollection",
-            "features": features,
-            "numberReturned": len(features),
-            "links": links,
-        }
-    )
-    response.headers.update(headers)
-    return response
+    return feature_page_response(features, "case_list.cases", next_cursor, query.limit)
 
 
 @bp.get("/cases/<int:case_id>/duplicates")

@@ -21,11 +21,19 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from gridops.api import geojson_response
+from gridops.api import feature_page_response, geojson_response
 from gridops.auth.actor import Actor, Assignment
 from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
-from gridops.dispatch.queue import GROUPS, jurisdiction, role_columns, soon_thresholds
+from gridops.dispatch.queue import (
+    GROUPS,
+    assignee_of,
+    department_of,
+    iso,
+    jurisdiction,
+    role_columns,
+    soon_thresholds,
+)
 from gridops.errors import FieldError, InvalidInput, NotFound
 from gridops.incidents.workflow import (
     DISPATCH,
@@ -295,34 +303,18 @@ def _feature(row: Any, assignments: list[Assignment]) -> dict[str, Any]:
             "category": {"code": row.category_code, "name": row.category_name},
             "grid_code": row.grid_code,
             "description": row.description or "",
-            "received_at": _iso(row.received_at),
-            "deadline_at": _iso(row.deadline_at),
+            "received_at": iso(row.received_at),
+            "deadline_at": iso(row.deadline_at),
             "overdue": bool(row.overdue),
             "warning": bool(row.warning),
             "paused": row.status in PAUSED_STATES,
-            "department": (
-                {"code": row.department_code, "name": row.department_name}
-                if row.department_code
-                else None
-            ),
-            "assignee": (
-                {
-                    "id": row.assignee_id,
-                    "username": row.assignee_username,
-                    "display_name": row.assignee_name,
-                }
-                if row.assignee_id
-                else None
-            ),
-            "assigned_at": _iso(row.assigned_at),
+            "department": department_of(row),
+            "assignee": assignee_of(row),
+            "assigned_at": iso(row.assigned_at),
             "assignable": not final,
             "actions": [a for a in allowed_actions(row.status, roles) if a in BOARD_ACTIONS],
         },
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def board_cases(
@@ -452,22 +444,7 @@ def cases() -> ResponseReturnValue:
     ``next`` link (and ``Link`` header) while more follow. 403 without a dispatcher's role."""
     limit, after = parse_page(request.args)
     features, last = board_cases(get_session(), _actor(), limit=limit, after=after)
-    links = [{"rel": "self", "href": url_for("board.cases", _external=True, **request.args)}]
-    headers = {}
-    if last is not None:
-        href = url_for("board.cases", _external=True, limit=str(limit), cursor=str(last))
-        links.append({"rel": "next", "href": href})
-        headers["Link"] = f'<{href}>; rel="next"'
-    response = geojson_response(
-        {
-            "type": "FeatureCollection",
-            "features": features,
-            "numberReturned": len(features),
-            "links": links,
-        }
-    )
-    response.headers.update(headers)
-    return response
+    return feature_page_response(features, "board.cases", last, limit)
 
 
 @bp.get("/api/v1/board/cases/<int:case_id>")
