@@ -422,11 +422,19 @@ def test_database_restart_while_tablets_sync(tmp_path, cheap_passwords):
         assert sum(len(box.landed) for box in outboxes) == total
         rows, named = stored_reports(url)
         assert sorted(r.uuid for r in rows) == sorted(sent)
-        # Nothing half written: each case has its routing decision and all its photos, each
-        # photo row its two files, and no file lies on disk without its row (the files of the
-        # syncs cut off by the stop were removed with their failed transactions).
+        # Nothing half written: each case has its routing decision and all its photos, and
+        # each photo row its two files. The files of the syncs cut off before their COMMIT
+        # were removed with their failed transactions; a sync whose COMMIT itself was cut
+        # keeps its files (the row might have been in), and the orphan sweep removes them.
         assert [r for r in rows if r.decisions != 1] == []
         assert {r.uuid: r.photos for r in rows} == {k: len(v) for k, v in sent.items()}
+        on_disk = photo_files(photo_dir)
+        assert named <= on_disk and not files_in_flight & on_disk
+        orphans = on_disk - named
+        with Session(create_engine(url, poolclass=pool.NullPool)) as db:
+            swept = sweep_orphans(db, photo_dir, older_than=timedelta(0))
+            db.get_bind().dispose()
+        assert swept["removed"] == len(orphans)
         assert photo_files(photo_dir) == named
 
         in_flight = [c for c in calls if c.started < down_at < c.ended]
@@ -436,7 +444,8 @@ def test_database_restart_while_tablets_sync(tmp_path, cheap_passwords):
         print(
             f"\nrestart: {len(calls)} requests ({len(in_flight)} in flight at the stop), "
             f"{len(unavailable)} got 503 ({sync_503} syncs, {len(unavailable) - sync_503} "
-            f"reads; {len(files_in_flight)} photo files of the cut-off syncs removed); "
+            f"reads; {len(files_in_flight)} photo files of the cut-off syncs removed, "
+            f"{len(orphans)} kept from a cut COMMIT and swept); "
             f"{retried} reports retried, all {total} landed once; database down "
             f"{up_at - down_at:.1f} s; slowest answer {slowest:.2f} s"
         )
