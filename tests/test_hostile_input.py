@@ -44,6 +44,7 @@ from gridops.hotspots import service as hotspots
 from gridops.importing import KINDS, ImportRejected, run_import
 from gridops.incidents import intake as intake_module
 from gridops.incidents.listing import parse_case_query
+from gridops.kpi.service import GROUPINGS, PERIODS
 from gridops.kpi.service import parse_query as parse_kpi_query
 from gridops.open311.service import parse_request_query
 from gridops.patrol.service import parse_batch
@@ -456,14 +457,23 @@ def test_fuzz_hotspot_parameters(world, session, params):
     if not _storable(params):
         return  # gridops.api.reject_unstorable_text refuses these before any view
     scope = world["actors"]["mgr.w"].scope()
-    call("hotspots.validate_run", hotspots.validate_run, session, scope, **params)
-    call(
+    managed = call("hotspots.validate_run", hotspots.validate_run, session, scope, **params)
+    anywhere = call(
         "hotspots.validate_run (admin)",
         hotspots.validate_run,
         session,
         world["admin"].scope(),
         **params,
     )
+    # What is accepted is sane, and a narrower scope never accepts what the whole city refuses.
+    for accepted in (managed, anywhere):
+        if isinstance(accepted, hotspots.RunParams):
+            assert accepted.kind in hotspots.KINDS
+            assert hotspots.MIN_RESOLUTION <= accepted.resolution <= hotspots.MAX_RESOLUTION
+            assert accepted.start.tzinfo is not None and accepted.start < accepted.end
+            assert accepted.area_m2 > 0
+    if isinstance(managed, hotspots.RunParams):
+        assert isinstance(anywhere, hotspots.RunParams), anywhere
     for raw in params.values():
         # ValueError and TypeError are its documented refusals (_moment names the field).
         with contextlib.suppress(ValueError, TypeError):
@@ -509,7 +519,10 @@ QUERIES = st.dictionaries(st.sampled_from(QUERY_KEYS), QUERY_VALUES, max_size=5)
 @given(args=QUERIES)
 def test_fuzz_query_parsers(world, session, args):
     scope = world["actors"]["mgr.w"].scope()
-    call("kpi.parse_query", parse_kpi_query, args, today=date(2026, 11, 27))
+    kpi_query = call("kpi.parse_query", parse_kpi_query, args, today=date(2026, 11, 27))
+    if isinstance(kpi_query, dict):  # accepted: a known period over a forward range
+        assert kpi_query["period"] in PERIODS and kpi_query["by"] in (None, *GROUPINGS)
+        assert kpi_query["start"] <= kpi_query["end"]
     call("planner_map.parse_choice", parse_choice, args, date(2026, 11, 27))
     if not _storable(args):
         return  # gridops.api.reject_unstorable_text refuses these before any view
