@@ -19,6 +19,7 @@ from gridops.features import (
     parse_bbox,
     parse_limit,
 )
+from gridops.parsing import is_digits
 
 GEOJSON = "application/geo+json"
 ETAG_RE = re.compile(r'^(?:W/)?"(\d+)"$')
@@ -124,13 +125,7 @@ def layer_page_response(
     """
     bbox = parse_bbox(request.args.get("bbox"))
     raw_limit = request.args.get("limit")
-    if (
-        clamp_limit
-        and raw_limit
-        and raw_limit.isascii()
-        and raw_limit.isdigit()
-        and int(raw_limit) > MAX_LIMIT
-    ):
+    if clamp_limit and raw_limit and is_digits(raw_limit) and int(raw_limit) > MAX_LIMIT:
         raw_limit = str(MAX_LIMIT)
     limit = parse_limit(raw_limit)
     filters = {k: v for k, v in request.args.items() if k in layer.filters}

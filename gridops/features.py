@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from gridops.auth.actor import Scope
 from gridops.errors import FieldError, InvalidInput, NotFound
+from gridops.parsing import is_digits
 
 EVERYTHING = Scope(everything=True)
 PLANNER_H3_RESOLUTION = 9  # about 0.1 km²: where, without saying at which door
@@ -328,7 +329,7 @@ def get_feature(
     session: Session, layer: Layer, feature_id: str, scope: Scope = EVERYTHING
 ) -> dict[str, Any]:
     """One feature by id; NotFound when it does not exist or lies outside ``scope``."""
-    if layer.key_is_int and not (feature_id.isascii() and feature_id.isdigit()):
+    if layer.key_is_int and not is_digits(feature_id):
         raise NotFound(f"no feature {feature_id!r} in {layer.id}")
     key = int(feature_id) if layer.key_is_int else feature_id
     row = session.execute(

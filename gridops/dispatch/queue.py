@@ -48,6 +48,7 @@ from gridops.incidents.cases import assign
 from gridops.incidents.clock import WARN_SHARE, load_calendar
 from gridops.incidents.workcal import TZ
 from gridops.incidents.workflow import DISPATCH, NotAllowed, allowed_actions
+from gridops.parsing import is_digits
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -137,7 +138,7 @@ def decode_cursor(raw: str) -> QueueCursor:
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
+    if not is_digits(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidInput(
             f"limit is a whole number from 1 to {MAX_LIMIT}", [FieldError("limit", f"{raw!r}")]
         )

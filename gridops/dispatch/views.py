@@ -23,6 +23,7 @@ from gridops.dispatch import duties, queue
 from gridops.errors import FieldError, InvalidInput, problem
 from gridops.incidents.admin import parse_day
 from gridops.incidents.cases import assign
+from gridops.parsing import is_digits
 
 bp = Blueprint("dispatch", __name__, url_prefix="/api/v1")
 
@@ -166,7 +167,7 @@ def absences() -> ResponseReturnValue:
         for n in sorted(set(request.args) - {"user", "since"})
     ]
     user = request.args.get("user")
-    if user is not None and not (user.isascii() and user.isdigit()):
+    if user is not None and not is_digits(user):
         errors.append(FieldError("user", "a user id"))
     since = None
     if request.args.get("since"):

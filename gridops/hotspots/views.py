@@ -12,6 +12,7 @@ from gridops.db import get_session
 from gridops.errors import FieldError, InvalidInput
 from gridops.features import parse_bbox, parse_limit
 from gridops.hotspots import repeated, service
+from gridops.parsing import is_digits
 
 bp = Blueprint("hotspots", __name__, url_prefix="/api/v1/hotspots")
 
@@ -82,7 +83,7 @@ def run_grids(run_id: int) -> ResponseReturnValue:
 def run_compare(run_id: int) -> ResponseReturnValue:
     """``?with=<id>``: how each cell's bin changed from this run to the other one."""
     other = request.args.get("with", "")
-    if not (other.isascii() and other.isdigit()):
+    if not is_digits(other):
         raise InvalidInput("name the run to compare with", [FieldError("with", "a run id")])
     return jsonify(service.compare_runs(get_session(), run_id, int(other), actor_scope()))
 

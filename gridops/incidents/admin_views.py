@@ -19,6 +19,7 @@ from gridops.db import get_session
 from gridops.errors import FieldError, GridopsError, InvalidInput
 from gridops.incidents import admin
 from gridops.incidents.workcal import TZ
+from gridops.parsing import is_digits
 
 bp = Blueprint("catalogue", __name__, url_prefix="/api/v1")
 
@@ -149,7 +150,7 @@ def calendar() -> ResponseReturnValue:
     raw = request.args.get("year")
     if raw is None:
         year = datetime.now(TZ).year
-    elif raw.isascii() and raw.isdigit():
+    elif is_digits(raw):
         year = int(raw)
     else:
         raise InvalidInput("year is a number", [FieldError("year", "e.g. 2027")])

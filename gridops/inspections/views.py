@@ -22,6 +22,7 @@ from gridops.features import DEFAULT_LIMIT, parse_limit
 from gridops.incidents.workcal import local_today
 from gridops.inspections.queries import list_plans, list_tasks
 from gridops.inspections.results import record_result
+from gridops.parsing import is_digits
 
 bp = Blueprint("inspections", __name__, url_prefix="/api/v1/inspections")
 
@@ -47,7 +48,7 @@ def tasks() -> ResponseReturnValue:
     day = _date_arg("day") or local_today()
     raw = request.args.get("assignee", "me")
     assignee: int | str = raw
-    if raw.isascii() and raw.isdigit():
+    if is_digits(raw):
         assignee = int(raw)
     elif raw not in ("me", "any", "none"):
         raise InvalidInput(
@@ -88,7 +89,7 @@ def plans() -> ResponseReturnValue:
     if kind is not None and kind not in KINDS:
         raise InvalidInput("kind is not valid", [FieldError("kind", "enterprise or outlet")])
     cursor = request.args.get("cursor")
-    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
+    if cursor is not None and not is_digits(cursor):
         raise InvalidInput("cursor is not valid", [FieldError("cursor", "from a next link")])
     limit = parse_limit(request.args.get("limit"), DEFAULT_LIMIT)
     found, next_id = list_plans(

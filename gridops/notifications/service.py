@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridops.errors import FieldError, InvalidInput, NotFound
+from gridops.parsing import is_digits
 
 KINDS = frozenset({"assignment", "returned", "warning", "overdue", "escalation", "task"})
 DEFAULT_LIMIT = 50
@@ -254,10 +255,7 @@ def parse_inbox_query(args: Mapping[str, str]) -> dict[str, Any]:
     raw_limit = args.get("limit")
     limit = DEFAULT_LIMIT
     if raw_limit is not None:
-        if (
-            not (raw_limit.isascii() and raw_limit.isdigit())
-            or not 1 <= int(raw_limit) <= MAX_LIMIT
-        ):
+        if not is_digits(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             errors.append(FieldError("limit", f"a whole number from 1 to {MAX_LIMIT}"))
         else:
             limit = int(raw_limit)

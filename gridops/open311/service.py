@@ -49,6 +49,7 @@ from gridops.errors import FieldError, GridopsError, InvalidInput, NotFound
 from gridops.incidents.intake import intake
 from gridops.incidents.workcal import TZ
 from gridops.incidents.workflow import FINAL_STATES, STATES
+from gridops.parsing import is_digits
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 # When this endpoint's behaviour last changed (the discovery document's changeset).
@@ -442,7 +443,7 @@ def parse_request_query(session: Session, args: Mapping[str, str]) -> RequestQue
     errors: list[FieldError] = []
     ids: list[int] = []
     for part in _split(args.get("service_request_id")):
-        if part.isascii() and part.isdigit() and len(part) <= 18:
+        if is_digits(part) and len(part) <= 18:
             ids.append(int(part))
         else:
             errors.append(FieldError("service_request_id", f"{part!r} is not a request id"))
@@ -628,7 +629,7 @@ def get_request(
     locale: str = "zh",
 ) -> dict[str, Any]:
     """One request by id (NotFound when there is none, or not in ``jurisdiction``)."""
-    if not (request_id.isascii() and request_id.isdigit()) or len(request_id) > 18:
+    if not is_digits(request_id) or len(request_id) > 18:
         raise NotFound(f"service_request_id {request_id!r} was not found")
     found = _select_requests(
         session,

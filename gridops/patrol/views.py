@@ -20,6 +20,7 @@ from gridops.auth.web import current_actor, requires
 from gridops.db import get_session
 from gridops.errors import FieldError, InvalidInput
 from gridops.incidents.workcal import local_today
+from gridops.parsing import is_digits
 from gridops.patrol.service import patrol_day, upload
 
 bp = Blueprint("patrol", __name__, url_prefix="/api/v1/patrol")
@@ -59,7 +60,7 @@ def day() -> ResponseReturnValue:
     raw_user = request.args.get("user")
     user_id = None
     if raw_user is not None:
-        if raw_user.isascii() and raw_user.isdigit() and len(raw_user) <= 18:
+        if is_digits(raw_user) and len(raw_user) <= 18:
             user_id = int(raw_user)
         else:
             errors.append(FieldError("user", "a user id"))

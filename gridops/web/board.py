@@ -42,6 +42,7 @@ from gridops.incidents.workflow import (
     TRANSITIONS,
     allowed_actions,
 )
+from gridops.parsing import is_digits
 from gridops.web.i18n import register_messages
 
 bp = Blueprint("board", __name__)
@@ -352,12 +353,12 @@ def parse_page(args: Any) -> tuple[int, int | None]:
     raw_limit, raw_cursor = args.get("limit", ""), args.get("cursor", "")
     limit, after = MAX_LIMIT, None
     if raw_limit:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
+        if is_digits(raw_limit) and 1 <= int(raw_limit) <= MAX_LIMIT:
             limit = int(raw_limit)
         else:
             errors.append(FieldError("limit", f"a whole number from 1 to {MAX_LIMIT}"))
     if raw_cursor:
-        if raw_cursor.isascii() and raw_cursor.isdigit() and len(raw_cursor) <= 18:
+        if is_digits(raw_cursor) and len(raw_cursor) <= 18:
             after = int(raw_cursor)
         else:
             errors.append(FieldError("cursor", "use the next link as given"))

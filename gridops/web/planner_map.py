@@ -53,6 +53,7 @@ from gridops.errors import FieldError, InvalidInput
 from gridops.hotspots import service
 from gridops.incidents import admin as catalogue
 from gridops.incidents.workcal import TZ
+from gridops.parsing import is_digits
 
 Label = Callable[[str], str]  # message key -> text in the page's language
 
@@ -153,7 +154,7 @@ def parse_choice(args: Mapping[str, str], today: date) -> MapChoice:
     raw_run = (args.get("run") or "").strip()
     run_id = None
     if raw_run:
-        if raw_run.isascii() and raw_run.isdigit() and len(raw_run) < 10:
+        if is_digits(raw_run) and len(raw_run) < 10:
             run_id = int(raw_run)
         else:
             errors.append(FieldError("run", "a run id (a whole number)"))
@@ -167,7 +168,7 @@ def parse_choice(args: Mapping[str, str], today: date) -> MapChoice:
         preset = "standard"
     resolution = DEFAULT_RESOLUTION
     raw_res = args.get("resolution") or str(DEFAULT_RESOLUTION)
-    if raw_res.isascii() and raw_res.isdigit() and int(raw_res) in RESOLUTIONS:
+    if is_digits(raw_res) and int(raw_res) in RESOLUTIONS:
         resolution = int(raw_res)
     else:
         errors.append(FieldError("resolution", f"one of {', '.join(map(str, RESOLUTIONS))}"))
